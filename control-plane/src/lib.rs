@@ -1,0 +1,1 @@
+//! vakt-control: the control plane.

@@ -1,0 +1,111 @@
+//! Loading config files: the documented shape is accepted, and every
+//! problem in a bad file is named with its path.
+
+use vakt_api::config::{LoadBalancer, PathMatchType, Protocol};
+use vakt_api::load_str;
+
+const ISSUE_EXAMPLE: &str = r#"
+admin:
+  address: 127.0.0.1:15000
+listeners:
+  - name: outbound
+    address: 127.0.0.1:15001
+routes:
+  - name: orders
+    listeners: [outbound]
+    hostnames: [orders, "*.shop.example"]
+    rules:
+      - matches:
+          - path: {type: PathPrefix, value: /orders/}
+            method: GET
+            headers: [{name: x-canary, value: "1"}]
+        filters:
+          - type: RequestHeaderModifier
+            requestHeaderModifier: {set: [{name: x-a, value: b}], remove: [x-b]}
+        backendRefs:
+          - {name: orders-v1, weight: 90}
+          - {name: orders-v2, weight: 10}
+        timeouts: {request: 5s, backendRequest: 2s}
+backends:
+  - name: orders-v1
+    endpoints: [127.0.0.1:8080, 127.0.0.1:8081]
+    protocol: http1
+    loadBalancer: p2c-ewma
+    connectTimeout: 2s
+    connectionPool: {maxIdlePerEndpoint: 32, idleTimeout: 90s}
+  - name: orders-v2
+    endpoints: [orders-v2.shop.svc:8080]
+    protocol: http2
+    loadBalancer: round-robin
+"#;
+
+#[test]
+fn the_documented_example_loads() {
+    let c = load_str(ISSUE_EXAMPLE).expect("example loads");
+    assert_eq!(c.listeners[0].address, "127.0.0.1:15001");
+    let rule = &c.routes[0].rules[0];
+    assert_eq!(
+        rule.matches[0].path.as_ref().unwrap().kind,
+        PathMatchType::PathPrefix
+    );
+    assert_eq!(rule.backend_refs[1].weight, 10);
+    let t = rule.timeouts.as_ref().unwrap();
+    assert_eq!(t.backend_request.unwrap().get().as_secs(), 2);
+    assert_eq!(
+        c.backends[0].connection_pool.idle_timeout.get().as_secs(),
+        90
+    );
+    assert_eq!(c.backends[1].protocol, Protocol::Http2);
+    assert_eq!(c.backends[1].load_balancer, LoadBalancer::RoundRobin);
+    assert_eq!(c.backends[1].connection_pool.max_idle_per_endpoint, 32);
+}
+
+#[test]
+fn every_problem_is_named_with_its_path() {
+    let bad = r#"
+listeners:
+  - {name: outbound, address: "nowhere"}
+routes:
+  - name: orders
+    listeners: [inbound]
+    rules:
+      - backendRefs: [{name: missing}]
+        timeouts: {request: 1s, backendRequest: 2s}
+  - name: orders
+    rules:
+      - matches: [{path: {type: Prefix, value: /}}]
+        backendRefs: [{name: orders-v1}]
+backends:
+  - name: orders-v1
+    endpoints: [127.0.0.1:8080]
+    connectTimeout: soon
+  - name: orders-v2
+    endpoints: []
+colour: blue
+"#;
+    let problems = load_str(bad).unwrap_err();
+    let text = problems.to_string();
+    for expected in [
+        "colour: unknown key",
+        "listeners[outbound].address: expected ip:port",
+        "routes[orders].listeners[0]: no listener \"inbound\"",
+        "routes[orders].rules[0].backendRefs[0].name: no backend \"missing\"",
+        "routes[orders].rules[0].timeouts.backendRequest: longer than request",
+        "routes[orders].rules[0].matches[0].path.type",
+        "backends[orders-v1].connectTimeout: invalid duration \"soon\"",
+        "backends[orders-v2].endpoints: at least one is needed",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_duplicate_name_is_refused() {
+    let bad = r#"
+backends:
+  - {name: a, endpoints: ["127.0.0.1:1"]}
+  - {name: a, endpoints: ["127.0.0.1:2"]}
+"#;
+    let text = load_str(bad).unwrap_err().to_string();
+    assert!(text.contains("backends[a].name: duplicate name"), "{text}");
+}
