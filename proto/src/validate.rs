@@ -187,15 +187,15 @@ fn check_rule(rule: &Rule, backends: &HashSet<&str>, at: &str, problems: &mut Pr
         };
         problems.push(format!("{at}.backendRefs"), why);
     }
-    if let Some(t) = &rule.timeouts {
-        if let (Some(req), Some(be)) = (t.request, t.backend_request) {
-            if !req.get().is_zero() && be > req {
-                problems.push(
-                    format!("{at}.timeouts.backendRequest"),
-                    "longer than request",
-                );
-            }
-        }
+    if let Some(t) = &rule.timeouts
+        && let (Some(req), Some(be)) = (t.request, t.backend_request)
+        && !req.get().is_zero()
+        && be > req
+    {
+        problems.push(
+            format!("{at}.timeouts.backendRequest"),
+            "longer than request",
+        );
     }
     if let Some(r) = &rule.retry {
         if r.attempts > 10 {
@@ -226,10 +226,10 @@ fn check_match(m: &Match, at: &str, problems: &mut Problems) {
             _ => {}
         }
     }
-    if let Some(method) = &m.method {
-        if http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty() {
-            problems.push(format!("{at}.method"), "not an HTTP method");
-        }
+    if let Some(method) = &m.method
+        && (method.is_empty() || http::Method::from_bytes(method.as_bytes()).is_err())
+    {
+        problems.push(format!("{at}.method"), "not an HTTP method");
     }
     for (i, h) in m.headers.iter().enumerate() {
         let at = format!("{at}.headers[{i}]");
@@ -269,10 +269,10 @@ fn check_filter(f: &Filter, at: &str, problems: &mut Problems) {
             check_header_name(name, &format!("{at}.{field}"), problems);
         }
     }
-    if let Some(r) = &f.request_redirect {
-        if !matches!(r.status_code, 301 | 302 | 303 | 307 | 308) {
-            problems.push(format!("{at}.requestRedirect.statusCode"), "expected a 3xx");
-        }
+    if let Some(r) = &f.request_redirect
+        && !matches!(r.status_code, 301 | 302 | 303 | 307 | 308)
+    {
+        problems.push(format!("{at}.requestRedirect.statusCode"), "expected a 3xx");
     }
 }
 

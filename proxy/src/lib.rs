@@ -1,1 +1,26 @@
-//! vakt-proxy
+//! vakt-proxy: the sidecar and edge proxy of the vakt mesh.
+//!
+//! A request travels through the modules in this order:
+//! [`listener`] accepts a connection and serves HTTP/1.1 or HTTP/2 on it;
+//! [`server`] takes each request, checks its framing ([`http`]), picks a
+//! [`route`] and a backend, and hands it to the [`attempt`] loop, which
+//! asks the [`backend`]'s balancer for an endpoint and a pooled connection
+//! and forwards the request. Anything the proxy answers itself is built in
+//! one place, [`respond`]. [`state`] holds the running config, swapped
+//! atomically on reload; [`admin`] and [`telemetry`] make it observable.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod attempt;
+pub mod backend;
+pub mod cli;
+pub mod http;
+pub mod listener;
+pub mod reload;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,108 @@
+//! Running the proxy: load the config, bind every listener, serve, reload
+//! on change, drain on SIGTERM.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use vakt_api::{Config, Problems};
+
+use crate::cli::Cli;
+use crate::state::Proxy;
+use crate::telemetry::{access_log, logging, metrics};
+use crate::{admin, listener, reload};
+
+/// The config used when no file is given: a local mesh in front of the
+/// example services.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// Loads the config the command line names, or the built-in default.
+pub fn load(cli: &Cli) -> Result<Config, Problems> {
+    match &cli.config {
+        Some(path) => vakt_api::load_file(path),
+        None => vakt_api::load_str(DEFAULT_CONFIG).map_err(|p| p.with_source("built-in config")),
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains. Returns the exit
+/// code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    logging::init(cli.log_format);
+    access_log::set_enabled(cli.access_log);
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprint!("{problems}");
+            return Ok(1);
+        }
+    };
+    if cli.check {
+        println!("config is valid");
+        return Ok(0);
+    }
+    let metrics = metrics::install().context("installing the metrics recorder")?;
+    serve(config, cli.config.as_deref(), Some(metrics)).await?;
+    Ok(0)
+}
+
+/// Serves `config` until a termination signal, then drains and returns.
+pub async fn serve(
+    config: Config,
+    path: Option<&Path>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let drain = config.drain.clone();
+    let admin_addr = config.admin.address.parse().context("admin.address")?;
+    let proxy = Proxy::new(config);
+
+    let mut bound = Vec::new();
+    for l in &proxy.listeners {
+        let addr = l.address.parse().context("listener address")?;
+        let socket = listener::bind(addr)
+            .with_context(|| format!("binding listener {} on {addr}", l.name))?;
+        bound.push(socket);
+    }
+    let admin_socket =
+        listener::bind(admin_addr).with_context(|| format!("binding admin on {admin_addr}"))?;
+    tokio::spawn(admin::serve(admin_socket, proxy.clone(), metrics));
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, socket) in bound.into_iter().enumerate() {
+        let task = listener::serve(
+            proxy.clone(),
+            i,
+            socket,
+            stopped.clone(),
+            drain.timeout.get(),
+        );
+        tasks.push(tokio::spawn(task));
+    }
+    if let Some(path) = path {
+        tokio::spawn(reload::watch(proxy.clone(), path.to_path_buf()));
+    }
+    proxy.set_ready(true);
+    tracing::info!(listeners = proxy.listeners.len(), admin = %admin_addr, "proxy ready");
+
+    wait_for_termination().await?;
+    proxy.start_draining();
+    tracing::info!(delay = ?drain.delay.get(), timeout = ?drain.timeout.get(), "shutting down");
+    tokio::time::sleep(drain.delay.get()).await;
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("drained");
+    Ok(())
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Sending one request on one checked-out connection, and classifying
+//! what went wrong.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::backend::pool::{Checkout, Pool, PooledConn, Sender};
+use crate::http::body::{BodyError, RequestBody};
+use crate::respond::ProxyError;
+
+/// How a send failed.
+pub enum SendError {
+    /// Nothing reached the upstream; the request can go again as is.
+    Unsent(Box<Request<RequestBody>>, &'static str),
+    Failed(ProxyError),
+}
+
+/// Sends on the connection; HTTP/1.1 connections come back with the
+/// response so they return to the pool when its body ends.
+pub async fn send(
+    checkout: Checkout,
+    req: Request<RequestBody>,
+    pool: Arc<Pool>,
+) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    match checkout.sender {
+        Sender::H1(mut s) => {
+            if s.ready().await.is_err() {
+                return Err(SendError::Unsent(Box::new(req), "pooled connection closed"));
+            }
+            let replay = checkout.reused.then(|| bodiless_copy(&req)).flatten();
+            match s.try_send_request(req).await {
+                Ok(rsp) => Ok((rsp, Some(PooledConn::new(pool, s)))),
+                Err(mut e) => match (e.take_message(), replay) {
+                    (Some(req), _) => Err(SendError::Unsent(
+                        Box::new(req),
+                        "connection closed before send",
+                    )),
+                    (None, Some(req)) if is_stale(e.error()) => {
+                        Err(SendError::Unsent(Box::new(req), "reused connection closed"))
+                    }
+                    (None, _) => Err(SendError::Failed(classify(e.error()))),
+                },
+            }
+        }
+        Sender::H2(mut s) => {
+            if s.ready().await.is_err() {
+                return Err(SendError::Unsent(Box::new(req), "connection closed"));
+            }
+            match s.try_send_request(req).await {
+                Ok(rsp) => Ok((rsp, None)),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => Err(SendError::Unsent(
+                        Box::new(req),
+                        "connection closed before send",
+                    )),
+                    None => Err(SendError::Failed(classify(e.error()))),
+                },
+            }
+        }
+    }
+}
+
+/// A copy of a request that can be sent again: idempotent, no body.
+fn bodiless_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    use http_body::Body;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// The connection died before any response byte: the upstream closed a
+/// kept-alive connection as the request went out.
+fn is_stale(e: &hyper::Error) -> bool {
+    e.is_incomplete_message() || e.is_canceled() || e.is_closed() || caused_by_io_reset(e)
+}
+
+fn caused_by_io_reset(e: &hyper::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Maps an upstream failure to the error the client sees.
+pub fn classify(e: &hyper::Error) -> ProxyError {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return match b {
+                BodyError::TooLarge(_) => ProxyError::BodyTooLarge,
+                _ => ProxyError::UpstreamReset,
+            };
+        }
+        source = s.source();
+    }
+    if e.is_parse() || e.is_parse_status() || e.is_user() {
+        ProxyError::UpstreamProtocol
+    } else if e.is_timeout() {
+        ProxyError::Timeout
+    } else {
+        ProxyError::UpstreamReset
+    }
+}

@@ -1,0 +1,30 @@
+//! Command-line flags of `vakt-proxy`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::telemetry::logging::LogFormat;
+
+/// The vakt sidecar and edge proxy.
+#[derive(Debug, Parser)]
+#[command(name = "vakt-proxy", version)]
+pub struct Cli {
+    /// Config file (YAML). Without it, a built-in local example runs:
+    /// listener 127.0.0.1:15001 in front of example services on
+    /// 127.0.0.1:18080 and 127.0.0.1:18081.
+    #[arg(long, short, env = "VAKT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the config, print every problem, and exit.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "VAKT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Write one JSON access-log line per request.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VAKT_ACCESS_LOG")]
+    pub access_log: bool,
+}

@@ -1,0 +1,191 @@
+//! Headers a proxy removes or sets on the way through.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, so they
+//! are removed in both directions along with every header the
+//! `Connection` header names. `te: trailers` survives: gRPC needs it.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const HOP_BY_HOP: [&str; 7] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and the headers `Connection` names. When
+/// `keep_upgrade` is set (a protocol upgrade being passed through),
+/// `Connection: upgrade` and `Upgrade` are kept.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        strip_connection_named(headers, keep_upgrade);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && name == "upgrade" {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(TE) {
+        let trailers = te.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        } else {
+            headers.remove(TE);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn strip_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    headers.remove(CONNECTION);
+    for name in named {
+        if keep_upgrade && name == UPGRADE {
+            continue;
+        }
+        // A client may not use Connection to strip the framing of its
+        // own message; the framing headers are handled separately.
+        if name == TRANSFER_ENCODING || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+/// Whether a request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Sets `x-forwarded-for`: appended to when the peer is a trusted proxy,
+/// replaced otherwise, so a client cannot forge its address.
+pub fn set_forwarded_for(headers: &mut HeaderMap, client: IpAddr, trusted: bool) {
+    let mut buf = itoa_ip(client);
+    if trusted {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !prior.is_empty() {
+            buf = format!("{}, {buf}", prior.join(", "));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Keeps an incoming `x-request-id`, or sets a new random one.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// A random 128-bit id in the 8-4-4-4-12 hex layout of a UUID.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    let mut out = [0u8; 36];
+    let mut bit = 128;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+            continue;
+        }
+        bit -= 4;
+        *slot = HEX[((n >> bit) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_headers_named_in_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "keep-alive, X-Hop-Secret, X-Other".parse().unwrap(),
+        );
+        h.insert("x-hop-secret", "s3".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("x-end", "keep".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-end"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers_only() {
+        let mut h = HeaderMap::new();
+        h.insert("te", "trailers, deflate".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("te"));
+    }
+
+    #[test]
+    fn forwarded_for_is_replaced_unless_trusted() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        set_forwarded_for(&mut h, ip, false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        set_forwarded_for(&mut h, ip, true);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_shaped_and_kept() {
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(ensure_request_id(&mut h), id);
+    }
+}

@@ -1,0 +1,251 @@
+//! The request path: from a request on a listener to the response.
+//!
+//! Steps, in order: check the framing, find the route, apply the rule's
+//! request filters, pick a backend, rewrite the proxy headers, forward
+//! through the attempt loop, then clean the response and attach the work
+//! to do when its body ends (pool return, metrics, access log). Errors
+//! from any step become responses in [`crate::respond`] only.
+
+mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::attempt;
+use crate::http::body::{OnEnd, ProxyBody};
+use crate::http::{framing, headers};
+use crate::respond::{ProxyError, error_response};
+use crate::route::{Decision, RequestView};
+use crate::state::{Proxy, Routing};
+use crate::telemetry::RequestLog;
+
+/// What the request path knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub listener: usize,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// Whether the peer may set `x-forwarded-for` (a trusted proxy).
+    pub trusted_peer: bool,
+}
+
+/// Serves one request; never fails, errors become responses.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let grpc = is_grpc(&req);
+    let mut log = begin_log(&req, &conn, &proxy);
+    let mut rsp = match serve(&proxy, &conn, req, &mut log).await {
+        Ok(rsp) => rsp,
+        Err(err) => {
+            log.flags = err.reason();
+            tracing::debug!(reason = err.reason(), error = %err, "request answered by the proxy");
+            error_response(&err, grpc)
+        }
+    };
+    log.status = rsp.status().as_u16();
+    rsp.body_mut().set_log(log);
+    Ok(rsp)
+}
+
+async fn serve(
+    proxy: &Proxy,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    framing::check(&req)?;
+    check_body_size(&req, proxy.limits.max_body_bytes)?;
+
+    let routing = proxy.routing();
+    let host = request_host(&req);
+    let view = RequestView {
+        path: req.uri().path(),
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let Some(decision) = routing.table.find(conn.listener, &host, &view) else {
+        if host.is_empty() {
+            return Err(ProxyError::BadRequest("missing host"));
+        }
+        return Err(ProxyError::NoRoute);
+    };
+    log.route = Some(decision.rule.route.name.clone());
+
+    if let Some(redirect) = &decision.rule.filters.redirect {
+        return Ok(redirect_response(redirect, conn, &host, &req, decision));
+    }
+    forward(proxy, &routing, decision, conn, req, log).await
+}
+
+async fn forward(
+    proxy: &Proxy,
+    _routing: &Routing,
+    decision: Decision<'_>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let rule = decision.rule;
+    let Some(target) = rule.pick_backend() else {
+        return Err(ProxyError::NoEndpoint);
+    };
+    let backend = &target.backend;
+    log.backend = Some(backend.name.clone());
+    log.metrics = target.metrics.get(conn.listener).cloned();
+
+    let upgrade = headers::is_upgrade(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let limit = proxy.limits.max_body_bytes;
+    let (upstream_req, request_id) = upstream::prepare(req, decision, backend, conn, limit)?;
+    log.request_id = Some(request_id);
+
+    let t = rule.timeouts;
+    let attempt = attempt::forward(backend, upstream_req, t.backend_request);
+    let forwarded = match t.request {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .map_err(|_| ProxyError::Timeout)??,
+        None => attempt.await?,
+    };
+    log.upstream_host = Some(forwarded.in_flight.endpoint().label.clone());
+    log.upstream_time = Some(forwarded.upstream_time);
+
+    let mut rsp = forwarded.response;
+    if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            upstream::splice_upgrade(&mut rsp, down);
+        }
+    } else {
+        headers::strip_hop_by_hop(rsp.headers_mut(), false);
+    }
+    if let Some(mods) = &rule.filters.response_headers {
+        mods.apply(rsp.headers_mut());
+    }
+    let grpc = is_grpc_response(&rsp);
+    let (parts, body) = rsp.into_parts();
+    let mut body = ProxyBody::upstream(body, t.idle, grpc);
+    body.on_end(OnEnd {
+        conn: forwarded.conn,
+        in_flight: Some(forwarded.in_flight),
+        log: None,
+    });
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The request's host: the authority of an absolute-form target wins
+/// over `Host` (RFC 9112 §3.2.2). Lowercase, without a port.
+fn request_host<B>(req: &Request<B>) -> String {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+            .unwrap_or(""),
+    };
+    raw.to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[');
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Refuses a declared body over the limit before anything is sent.
+fn check_body_size<B>(req: &Request<B>, limit: u64) -> Result<(), ProxyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ProxyError::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+fn redirect_response<B>(
+    redirect: &crate::route::filters::Redirect,
+    conn: &ConnInfo,
+    host: &str,
+    req: &Request<B>,
+    decision: Decision<'_>,
+) -> Response<ProxyBody> {
+    let scheme = if conn.tls { "https" } else { "http" };
+    let host_header = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(host);
+    let prefix = decision.rule.matches[decision.matched].prefix();
+    let location = redirect.location(scheme, host_header, req.uri(), prefix);
+    let mut rsp = Response::new(ProxyBody::empty());
+    *rsp.status_mut() = redirect.status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        rsp.headers_mut().insert(LOCATION, v);
+    }
+    rsp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(0));
+    rsp
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn is_grpc_response<B>(rsp: &Response<B>) -> bool {
+    rsp.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn begin_log(req: &Request<Incoming>, conn: &ConnInfo, proxy: &Proxy) -> RequestLog {
+    let h = req.headers();
+    let authority = match req.uri().authority() {
+        Some(a) if req.version() == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
+        _ => h.get(HOST).cloned(),
+    };
+    RequestLog {
+        started: Instant::now(),
+        wall: SystemTime::now(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        authority,
+        user_agent: h.get(USER_AGENT).cloned(),
+        forwarded_for: h.get(&headers::X_FORWARDED_FOR).cloned(),
+        request_id: h.get(&headers::X_REQUEST_ID).cloned(),
+        peer: conn.peer,
+        bytes_received: h
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        route: None,
+        backend: None,
+        upstream_host: None,
+        upstream_time: None,
+        status: 0,
+        flags: "-",
+        metrics: proxy.unrouted.get(conn.listener).cloned(),
+    }
+}

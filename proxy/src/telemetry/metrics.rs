@@ -1,0 +1,126 @@
+//! Prometheus metrics: names, buckets, and handles cached off the request
+//! path.
+//!
+//! Series are registered once per (listener, route, backend) and looked up
+//! by status code from a small table, so recording a request formats no
+//! strings and allocates nothing.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Label};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "vakt_requests_total";
+pub const REQUEST_DURATION: &str = "vakt_request_duration_seconds";
+pub const UPSTREAM_CONNECTIONS: &str = "vakt_upstream_connections";
+pub const CONFIG_RELOADS: &str = "vakt_config_reloads_total";
+
+/// Latency buckets in seconds, from 0.5 ms to 30 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status codes whose counters are cached; others are looked up.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+
+/// Installs the global recorder; the handle renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    metrics::describe_counter!(REQUESTS, "Requests handled, by final status code");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request head to the end of the response body"
+    );
+    metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open upstream connections");
+    metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
+}
+
+/// Request counters and durations of one (listener, route, backend).
+#[derive(Debug)]
+pub struct RequestMetrics {
+    labels: [Label; 3],
+    common: [OnceLock<Counter>; COMMON_CODES.len()],
+    durations: [OnceLock<Histogram>; 5],
+}
+
+impl RequestMetrics {
+    pub fn new(listener: &str, route: &str, backend: &str) -> Self {
+        Self {
+            labels: [
+                Label::new("listener", listener.to_string()),
+                Label::new("route", route.to_string()),
+                Label::new("backend", backend.to_string()),
+            ],
+            common: Default::default(),
+            durations: Default::default(),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, code: u16, elapsed: Duration) {
+        match COMMON_CODES.iter().position(|c| *c == code) {
+            Some(i) => self.common[i]
+                .get_or_init(|| self.counter(code))
+                .increment(1),
+            None => self.counter(code).increment(1),
+        }
+        let class = (code / 100).clamp(1, 5) as usize - 1;
+        self.durations[class]
+            .get_or_init(|| self.histogram(class))
+            .record(elapsed.as_secs_f64());
+    }
+
+    fn counter(&self, code: u16) -> Counter {
+        let mut labels = self.labels.to_vec();
+        labels.push(Label::new("code", code.to_string()));
+        metrics::counter!(REQUESTS, labels)
+    }
+
+    fn histogram(&self, class: usize) -> Histogram {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let mut labels = self.labels.to_vec();
+        labels.push(Label::new("code_class", CLASSES[class]));
+        metrics::histogram!(REQUEST_DURATION, labels)
+    }
+}
+
+/// `vakt_upstream_connections{backend}`: up while a connection is open.
+#[derive(Clone, Debug)]
+pub struct ConnectionGauge(Gauge);
+
+/// Holds one count of [`ConnectionGauge`] until dropped.
+pub struct ConnectionOpen(Gauge);
+
+impl ConnectionGauge {
+    pub fn new(backend: &Arc<str>) -> Self {
+        Self(metrics::gauge!(UPSTREAM_CONNECTIONS, "backend" => backend.to_string()))
+    }
+
+    pub fn opened(&self) -> ConnectionOpen {
+        self.0.increment(1.0);
+        ConnectionOpen(self.0.clone())
+    }
+}
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Counts a config reload by result (`success` or `failure`).
+pub fn config_reload(ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
