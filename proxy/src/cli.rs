@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "text", env = "VAKT_LOG_FORMAT")]
     pub log_format: LogFormat,
 
+    /// Worker threads; default: one per available core. A sidecar is
+    /// usually given one or two.
+    #[arg(long, env = "VAKT_WORKERS")]
+    pub workers: Option<usize>,
+
     /// Write one JSON access-log line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VAKT_ACCESS_LOG")]
     pub access_log: bool,
