@@ -1,1 +1,2 @@
 //! vakt-proxy
+pub mod edge;
