@@ -361,7 +361,7 @@ async fn symlink_swap_is_served_on_the_next_handshake_without_dropping_connectio
     let c = Client::default();
 
     let mut kept = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..10 {
         let s = c.connect(addr, "edge.test").await.unwrap();
         assert_eq!(served(&s), a.der);
         kept.push(s);
