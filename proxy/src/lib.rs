@@ -6,7 +6,8 @@
 //! [`route`] and a backend, and hands it to the [`attempt`] loop, which
 //! asks the [`backend`]'s balancer for an endpoint and a pooled connection
 //! and forwards the request. Anything the proxy answers itself is built in
-//! one place, [`respond`]. [`state`] holds the running config, swapped
+//! one place, [`respond`]. On the edge, [`edge`] terminates TLS and
+//! checks who is calling and how often. [`state`] holds the running config, swapped
 //! atomically on reload; [`admin`] and [`telemetry`] make it observable.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod app;
 pub mod attempt;
 pub mod backend;
 pub mod cli;
+pub mod edge;
 pub mod http;
 pub mod listener;
 pub mod reload;
