@@ -1,0 +1,148 @@
+//! The example service: one port that answers HTTP/1.1, h2c, gRPC
+//! (`vakt.example.v1.Echo`) and WebSocket echo at `/ws`, with knobs to make
+//! it large, slow or failing, globally or per request.
+//!
+//! Paths:
+//! - `GET /healthz`: 200 while healthy, else 503;
+//!   `POST /admin/health?ok=false|true` flips it.
+//! - `/echo` (any method): JSON describing the request as received.
+//! - `/ws`: WebSocket echo (HTTP/1.1 upgrade).
+//! - anything else: a body of `size` bytes, or `NAME\n`.
+//!
+//! Query overrides on every path but health: `size=BYTES`, `delay_ms=MS`,
+//! `status=CODE`, `fail_rate=0..1`, `trailers=1` (ends the body with an
+//! `x-example-trailer` trailer field).
+
+mod grpc;
+mod plain;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use tower::ServiceExt;
+
+use crate::body::BoxBody;
+use crate::server::{Connection, Handler, handler};
+
+pub use grpc::EchoService;
+pub use plain::{Echoed, sha256_hex};
+
+/// The response header naming the example service that answered.
+pub const SERVED_BY: &str = "x-served-by";
+
+/// What the example service does when a request does not say otherwise.
+#[derive(Clone, Debug)]
+pub struct ExampleConfig {
+    /// Returned in `x-served-by` and in bodies; default `example`.
+    pub name: String,
+    /// Response body size in bytes; `None` answers `NAME\n`.
+    pub size: Option<usize>,
+    /// Wait before answering; default none.
+    pub delay: Duration,
+    /// Share of requests, 0 to 1, answered with `failure_status`; default 0.
+    pub failure_rate: f64,
+    /// Default 503.
+    pub failure_status: StatusCode,
+}
+
+impl Default for ExampleConfig {
+    fn default() -> Self {
+        Self {
+            name: "example".into(),
+            size: None,
+            delay: Duration::ZERO,
+            failure_rate: 0.0,
+            failure_status: StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl ExampleConfig {
+    /// The default config with this name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The example service; cheap to clone, clones share health state.
+#[derive(Clone)]
+pub struct Example {
+    shared: Arc<Shared>,
+    grpc: tonic::service::Routes,
+}
+
+struct Shared {
+    config: ExampleConfig,
+    healthy: AtomicBool,
+    /// The body for requests that do not override `size`, made once.
+    default_body: Bytes,
+}
+
+impl Example {
+    pub fn new(config: ExampleConfig) -> Self {
+        let default_body = match config.size {
+            Some(n) => plain::filler(n),
+            None => Bytes::from(format!("{}\n", config.name)),
+        };
+        let grpc = grpc::routes(&config);
+        let shared = Arc::new(Shared {
+            config,
+            healthy: AtomicBool::new(true),
+            default_body,
+        });
+        Self { shared, grpc }
+    }
+
+    pub fn config(&self) -> &ExampleConfig {
+        &self.shared.config
+    }
+
+    /// Whether `/healthz` answers 200.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, ok: bool) {
+        self.shared.healthy.store(ok, Ordering::SeqCst);
+    }
+
+    /// Answers one request of any kind the service knows.
+    pub async fn handle(&self, req: Request<BoxBody>) -> Response<BoxBody> {
+        if is_grpc(&req) {
+            return self.handle_grpc(req).await;
+        }
+        if req.uri().path() == "/ws" {
+            return ws::upgrade(&self.shared.config.name, req);
+        }
+        plain::handle(&self.shared, req).await
+    }
+
+    /// The service as a [`Handler`] for [`crate::server::Server`].
+    pub fn handler(&self) -> Handler {
+        let this = self.clone();
+        handler(move |req| {
+            let this = this.clone();
+            async move { this.handle(req).await }
+        })
+    }
+
+    async fn handle_grpc(&self, req: Request<BoxBody>) -> Response<BoxBody> {
+        let conn = req.extensions().get::<Connection>().cloned();
+        let req = req.map(tonic::body::Body::new);
+        let Ok(resp) = self.grpc.clone().oneshot(req).await;
+        resp.map(|b| BoxBody::new(grpc::BreakOnMarker::new(b, conn)))
+    }
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
