@@ -55,7 +55,8 @@ pub struct ProxyBuilder {
 impl ProxyBuilder {
     /// A proxy running this YAML config. Every `${NAME}` becomes
     /// `127.0.0.1:PORT` with a free port (the same for the same name).
-    /// Without an `admin.address`, one on a free port is added.
+    /// Without an `admin.address`, the `${admin}` address is added (and the
+    /// file is then written as JSON).
     pub fn yaml(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
@@ -441,7 +442,10 @@ fn prepare(text: &str, addrs: &mut Addrs) -> Prepared {
             listeners,
         };
     };
-    let admin = ports::free_addr();
+    // Kept under the `admin` placeholder so a reload keeps the address.
+    let admin = *addrs
+        .entry("admin".to_owned())
+        .or_insert_with(ports::free_addr);
     let section = map
         .entry("admin")
         .or_insert_with(|| Value::Object(Default::default()));
