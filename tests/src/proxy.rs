@@ -494,9 +494,11 @@ fn fill(text: &str, addrs: &mut Addrs) -> String {
     out
 }
 
-/// The `vakt-proxy` binary: `$VAKT_PROXY_BIN`, or the one beside this test
-/// executable's target directory, built with `cargo build -p vakt-proxy`
-/// once if it is missing.
+/// The `vakt-proxy` binary: `$VAKT_PROXY_BIN`, or the one in this test
+/// executable's target directory. Under cargo (`$CARGO` set) it is first
+/// brought up to date with `cargo build -p vakt-proxy`, once per process,
+/// unless `$VAKT_PROXY_NO_BUILD` is set; when that build fails, an
+/// existing binary is used with a warning.
 pub fn binary() -> Result<PathBuf, ProxyError> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FOUND
@@ -516,26 +518,35 @@ fn find_or_build() -> Result<PathBuf, String> {
         dir = dir.parent().ok_or("deps has no parent")?;
     }
     let bin = dir.join("vakt-proxy");
-    if bin.exists() {
+    let cargo = std::env::var("CARGO").ok();
+    let skip = std::env::var_os("VAKT_PROXY_NO_BUILD").is_some();
+    if bin.exists() && (cargo.is_none() || skip) {
         return Ok(bin);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "vakt-proxy", "--bin", "vakt-proxy"]);
+
+    let mut cmd = std::process::Command::new(cargo.as_deref().unwrap_or("cargo"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "vakt-proxy",
+        "--bin",
+        "vakt-proxy",
+    ]);
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = cmd
-        .current_dir(workspace)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() || !bin.exists() {
-        return Err(format!(
-            "`cargo build -p vakt-proxy` failed ({status}); build it first"
-        ));
+    let status = cmd.current_dir(workspace).status();
+    match status {
+        Ok(s) if s.success() && bin.exists() => Ok(bin),
+        _ if bin.exists() => {
+            eprintln!("warning: cargo build -p vakt-proxy failed; testing the existing binary");
+            Ok(bin)
+        }
+        Ok(s) => Err(format!("`cargo build -p vakt-proxy` failed ({s})")),
+        Err(e) => Err(format!("cannot run cargo: {e}")),
     }
-    Ok(bin)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
 use crate::body::BoxBody;
@@ -83,6 +83,9 @@ struct Shared {
     healthy: AtomicBool,
     /// The body for requests that do not override `size`, made once.
     default_body: Bytes,
+    /// The name as a header value, made once; `None` when the name is not
+    /// a valid header value.
+    served_by: Option<HeaderValue>,
 }
 
 impl Example {
@@ -92,10 +95,12 @@ impl Example {
             None => Bytes::from(format!("{}\n", config.name)),
         };
         let grpc = grpc::routes(&config);
+        let served_by = HeaderValue::from_str(&config.name).ok();
         let shared = Arc::new(Shared {
             config,
             healthy: AtomicBool::new(true),
             default_body,
+            served_by,
         });
         Self { shared, grpc }
     }

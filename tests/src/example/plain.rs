@@ -73,11 +73,11 @@ struct Knobs {
 pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<BoxBody> {
     let name = shared.config.name.as_str();
     match (req.method(), req.uri().path()) {
-        (_, "/healthz") => return health(shared, name),
+        (_, "/healthz") => return health(shared),
         (&Method::POST, "/admin/health") => {
             let ok = !req.uri().query().unwrap_or("").contains("ok=false");
             shared.healthy.store(ok, Ordering::SeqCst);
-            return health(shared, name);
+            return health(shared);
         }
         _ => {}
     }
@@ -90,13 +90,18 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
     let fail_rate = knobs.fail_rate.unwrap_or(shared.config.failure_rate);
     if fail_rate > 0.0 && fastrand::f64() < fail_rate {
         let body = format!("failure injected by {name}\n");
-        return respond(name, shared.config.failure_status, full(body), "text/plain");
+        return respond(
+            shared,
+            shared.config.failure_status,
+            full(body),
+            "text/plain",
+        );
     }
 
     let status = knobs.status.unwrap_or(StatusCode::OK);
     if req.uri().path() == "/echo" {
         let json = echo(name, req).await;
-        return respond(name, status, json, "application/json");
+        return respond(shared, status, json, "application/json");
     }
     let bytes = match knobs.size {
         Some(n) => filler(n),
@@ -107,25 +112,30 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
     } else {
         full(bytes)
     };
-    respond(name, status, body, "text/plain")
+    respond(shared, status, body, "text/plain")
 }
 
-fn health(shared: &Shared, name: &str) -> Response<BoxBody> {
+fn health(shared: &Shared) -> Response<BoxBody> {
     let (status, text) = if shared.healthy.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
     };
-    respond(name, status, full(text), "text/plain")
+    respond(shared, status, full(text), "text/plain")
 }
 
-fn respond(name: &str, status: StatusCode, body: BoxBody, kind: &'static str) -> Response<BoxBody> {
+fn respond(
+    shared: &Shared,
+    status: StatusCode,
+    body: BoxBody,
+    kind: &'static str,
+) -> Response<BoxBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    if let Ok(v) = HeaderValue::from_str(name) {
-        headers.insert(SERVED_BY, v);
+    if let Some(v) = &shared.served_by {
+        headers.insert(SERVED_BY, v.clone());
     }
     resp
 }
