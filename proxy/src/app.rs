@@ -54,7 +54,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let drain = config.drain.clone();
     let admin_addr = config.admin.address.parse().context("admin.address")?;
-    let proxy = Proxy::new(config);
+    let proxy = Proxy::new(config).map_err(|p| anyhow::anyhow!("{p}"))?;
 
     let mut bound = Vec::new();
     for l in &proxy.listeners {

@@ -5,18 +5,19 @@
 //! told to finish (`Connection: close` on HTTP/1.1, GOAWAY on HTTP/2) and
 //! given until the drain timeout to do so.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use vakt_api::config::{Limits, Listener};
+use vakt_api::config::Limits;
 
 use crate::server::{self, ConnInfo};
 use crate::state::Proxy;
@@ -44,46 +45,91 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
-    let config = proxy.listeners[index].clone();
+    let name = proxy.listeners[index].name.clone();
     let builder = Arc::new(http_builder(&proxy.limits));
     let graceful = GracefulShutdown::new();
-    let trusted = trusted_nets(&config);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(listener = %config.name, error = %e, "accept failed");
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
             _ = stopped(&mut shutdown) => break,
         };
-        let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo {
-            listener: index,
+        let Some(slot) = proxy.conn_limit.try_acquire(peer.ip()) else {
+            tracing::debug!(listener = %name, %peer, "too many connections from this client");
+            continue;
+        };
+        let conn = Connection {
+            proxy: proxy.clone(),
+            index,
             peer,
-            tls: false,
-            trusted_peer: is_trusted(&trusted, peer.ip()),
-        });
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| server::handle(proxy.clone(), info.clone(), req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            conn.serve(stream).await;
+            drop(slot);
         });
     }
     drop(listener);
-    tracing::info!(listener = %config.name, "draining");
+    tracing::info!(listener = %name, "draining");
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(listener = %config.name, "drain timeout; closing the rest");
+        tracing::warn!(listener = %name, "drain timeout; closing the rest");
+    }
+}
+
+/// One accepted connection, before and after its TLS handshake.
+struct Connection {
+    proxy: Arc<Proxy>,
+    index: usize,
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        match self.proxy.edge[self.index].tls.clone() {
+            None => self.serve_http(stream, false).await,
+            Some(tls) => {
+                let timeout = self.proxy.limits.header_read_timeout.get();
+                match tls.accept(stream, timeout).await {
+                    Ok(stream) => self.serve_http(stream, true).await,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "tls handshake failed")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve_http<IO>(self, io: IO, tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(ConnInfo {
+            listener: self.index,
+            peer: self.peer,
+            tls,
+        });
+        let proxy = self.proxy;
+        let service = service_fn(move |req| server::handle(proxy.clone(), info.clone(), req));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(e) = self.watcher.watch(conn).await {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
     }
 }
 
@@ -104,47 +150,4 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Duration::from_secs(30));
     b
-}
-
-fn trusted_nets(config: &Listener) -> Vec<(IpAddr, u8)> {
-    config
-        .trusted_proxies
-        .iter()
-        .filter_map(|c| vakt_api::validate::parse_cidr(c))
-        .collect()
-}
-
-fn is_trusted(nets: &[(IpAddr, u8)], ip: IpAddr) -> bool {
-    nets.iter().any(|(net, len)| in_net(ip, *net, *len))
-}
-
-fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_match_their_addresses() {
-        let net = |s| vakt_api::validate::parse_cidr(s).unwrap();
-        let (n, l) = net("10.0.0.0/8");
-        assert!(in_net("10.9.8.7".parse().unwrap(), n, l));
-        assert!(!in_net("11.0.0.1".parse().unwrap(), n, l));
-        let (n, l) = net("0.0.0.0/0");
-        assert!(in_net("1.2.3.4".parse().unwrap(), n, l));
-        let (n, l) = net("::1");
-        assert!(in_net("::1".parse().unwrap(), n, l));
-    }
 }

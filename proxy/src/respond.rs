@@ -12,11 +12,18 @@
 //! | 502 | `connect-failed`, `upstream-reset`, `upstream-protocol` |
 //! | 503 | `no-endpoint`, `breaker-open`, `overflow` |
 //! | 504 | `timeout` |
+//! | 401 | `unauthenticated` (with `WWW-Authenticate`) |
+//! | 403 | `forbidden` |
+//! | 413 | `body-too-large` |
+//! | 429 | `rate-limited` (with `Retry-After` and `RateLimit-*`) |
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE,
+};
 use http::{Response, StatusCode};
 
+use crate::edge::ratelimit::Decision;
 use crate::http::body::ProxyBody;
 
 /// Header naming why the proxy answered a request itself.
@@ -44,9 +51,9 @@ pub enum ProxyError {
     #[error("the request timed out")]
     Timeout,
     #[error("rate limited")]
-    RateLimited,
+    RateLimited(Decision),
     #[error("authentication required")]
-    Unauthenticated,
+    Unauthenticated(Option<HeaderValue>),
     #[error("not allowed")]
     Forbidden,
     #[error("request body too large")]
@@ -68,8 +75,8 @@ impl ProxyError {
             Self::BreakerOpen => "breaker-open",
             Self::Overflow => "overflow",
             Self::Timeout => "timeout",
-            Self::RateLimited => "rate-limited",
-            Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited(_) => "rate-limited",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden => "forbidden",
             Self::BodyTooLarge => "body-too-large",
             Self::HeadersTooLarge => "headers-too-large",
@@ -87,8 +94,8 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -135,6 +142,13 @@ pub fn error_response(err: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     if err.closes_connection() {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    match err {
+        ProxyError::Unauthenticated(Some(challenge)) => {
+            headers.insert(WWW_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::RateLimited(decision) => decision.write_headers(headers),
+        _ => {}
+    }
     rsp
 }
 
@@ -175,8 +189,8 @@ fn err_text(err: &ProxyError) -> &'static str {
         ProxyError::BreakerOpen => "breaker open\n",
         ProxyError::Overflow => "overflow\n",
         ProxyError::Timeout => "timeout\n",
-        ProxyError::RateLimited => "rate limited\n",
-        ProxyError::Unauthenticated => "unauthenticated\n",
+        ProxyError::RateLimited(_) => "rate limited\n",
+        ProxyError::Unauthenticated(_) => "unauthenticated\n",
         ProxyError::Forbidden => "forbidden\n",
         ProxyError::BodyTooLarge => "request body too large\n",
         ProxyError::HeadersTooLarge => "request headers too large\n",

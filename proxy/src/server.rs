@@ -6,6 +6,7 @@
 //! to do when its body ends (pool return, metrics, access log). Errors
 //! from any step become responses in [`crate::respond`] only.
 
+mod guard;
 mod upstream;
 
 use std::convert::Infallible;
@@ -23,7 +24,7 @@ use crate::http::body::{OnEnd, ProxyBody};
 use crate::http::{framing, headers};
 use crate::respond::{ProxyError, error_response};
 use crate::route::{Decision, RequestView};
-use crate::state::{Proxy, Routing};
+use crate::state::Proxy;
 use crate::telemetry::RequestLog;
 
 /// What the request path knows about the connection a request came on.
@@ -32,8 +33,6 @@ pub struct ConnInfo {
     pub listener: usize,
     pub peer: SocketAddr,
     pub tls: bool,
-    /// Whether the peer may set `x-forwarded-for` (a trusted proxy).
-    pub trusted_peer: bool,
 }
 
 /// Serves one request; never fails, errors become responses.
@@ -60,14 +59,18 @@ pub async fn handle(
 async fn serve(
     proxy: &Proxy,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     framing::check(&req)?;
     check_body_size(&req, proxy.limits.max_body_bytes)?;
+    let edge = &proxy.edge[conn.listener];
+    let host = request_host(&req);
+    if edge.redirect_to_https && !conn.tls {
+        return Ok(https_redirect(&host, &req));
+    }
 
     let routing = proxy.routing();
-    let host = request_host(&req);
     let view = RequestView {
         path: req.uri().path(),
         query: req.uri().query(),
@@ -85,15 +88,19 @@ async fn serve(
     if let Some(redirect) = &decision.rule.filters.redirect {
         return Ok(redirect_response(redirect, conn, &host, &req, decision));
     }
-    forward(proxy, &routing, decision, conn, req, log).await
+    let client = edge.trusted.forwarded(conn.peer.ip(), req.headers());
+    guard::admit(&routing, decision, &mut req, client.client)?;
+    let trusted_peer = edge.trusted.contains(conn.peer.ip());
+    let target = (client.header, trusted_peer);
+    forward(proxy, decision, conn, req, target, log).await
 }
 
 async fn forward(
     proxy: &Proxy,
-    _routing: &Routing,
     decision: Decision<'_>,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    (forwarded_for, trusted_peer): (HeaderValue, bool),
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let rule = decision.rule;
@@ -107,7 +114,15 @@ async fn forward(
     let upgrade = headers::is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let limit = proxy.limits.max_body_bytes;
-    let (upstream_req, request_id) = upstream::prepare(req, decision, backend, conn, limit)?;
+    let target = upstream::Target {
+        decision,
+        backend,
+        conn,
+        forwarded_for,
+        trusted_peer,
+        body_limit: limit,
+    };
+    let (upstream_req, request_id) = upstream::prepare(req, target)?;
     log.request_id = Some(request_id);
 
     let t = rule.timeouts;
@@ -199,6 +214,19 @@ fn redirect_response<B>(
     let mut rsp = Response::new(ProxyBody::empty());
     *rsp.status_mut() = redirect.status;
     if let Ok(v) = HeaderValue::from_str(&location) {
+        rsp.headers_mut().insert(LOCATION, v);
+    }
+    rsp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(0));
+    rsp
+}
+
+/// `redirectToHttps`: the same host and target, over HTTPS.
+fn https_redirect<B>(host: &str, req: &Request<B>) -> Response<ProxyBody> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut rsp = Response::new(ProxyBody::empty());
+    *rsp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{target}")) {
         rsp.headers_mut().insert(LOCATION, v);
     }
     rsp.headers_mut()

@@ -14,6 +14,12 @@ use vakt_api::config::{Limits, Listener};
 use vakt_api::{Config, Problems};
 
 use crate::backend::Backend;
+use crate::edge::auth::Authenticator;
+use crate::edge::client_ip::TrustedProxies;
+use crate::edge::conn_limit::ConnLimiter;
+use crate::edge::ratelimit::RateLimiter;
+use crate::edge::tls::EdgeTls;
+use crate::edge::watch::DEFAULT_RELOAD_INTERVAL;
 use crate::route::RouteTable;
 use crate::telemetry::metrics::RequestMetrics;
 
@@ -23,6 +29,17 @@ pub struct Routing {
     pub config: Arc<Config>,
     pub table: RouteTable,
     pub backends: HashMap<String, Arc<Backend>>,
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Per route name, for routes with `auth`.
+    pub auth: HashMap<String, Arc<Authenticator>>,
+}
+
+/// What a listener needs beyond its socket: TLS, whose forwarded
+/// headers to believe, whether to send clients to HTTPS.
+pub struct ListenerEdge {
+    pub tls: Option<Arc<EdgeTls>>,
+    pub trusted: TrustedProxies,
+    pub redirect_to_https: bool,
 }
 
 /// The proxy's shared state.
@@ -31,6 +48,8 @@ pub struct Proxy {
     pub listeners: Vec<Listener>,
     pub listener_names: Vec<Arc<str>>,
     pub limits: Limits,
+    pub edge: Vec<ListenerEdge>,
+    pub conn_limit: Arc<ConnLimiter>,
     routing: ArcSwap<Routing>,
     /// Metrics of requests no route matched, per listener.
     pub unrouted: Vec<Arc<RequestMetrics>>,
@@ -41,7 +60,9 @@ pub struct Proxy {
 
 impl Proxy {
     /// State for a validated config; listeners are fixed from here on.
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Fails when a file the config names (certificate, key set) cannot
+    /// be used.
+    pub fn new(config: Config) -> Result<Arc<Self>, Problems> {
         let listener_names: Vec<Arc<str>> = config
             .listeners
             .iter()
@@ -51,17 +72,20 @@ impl Proxy {
             .iter()
             .map(|l| Arc::new(RequestMetrics::new(l, "", "")))
             .collect();
-        let routing = build(1, config.clone(), &listener_names, &HashMap::new());
-        Arc::new(Self {
+        let edge = listener_edges(&config.listeners)?;
+        let routing = build(1, config.clone(), &listener_names, None)?;
+        Ok(Arc::new(Self {
             listeners: config.listeners.clone(),
             listener_names,
             limits: config.limits.clone(),
+            edge,
+            conn_limit: ConnLimiter::new(config.limits.max_connections_per_ip),
             routing: ArcSwap::from_pointee(routing),
             unrouted,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             versions: AtomicU64::new(1),
-        })
+        }))
     }
 
     /// The routing requests use right now.
@@ -81,9 +105,10 @@ impl Proxy {
         if config.listeners != self.listeners {
             tracing::warn!("listener changes take effect at the next start");
         }
-        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let current = self.routing.load();
-        let routing = build(version, config, &self.listener_names, &current.backends);
+        let version = self.versions.load(Ordering::Relaxed) + 1;
+        let routing = build(version, config, &self.listener_names, Some(&current))?;
+        self.versions.store(version, Ordering::Relaxed);
         self.routing.store(Arc::new(routing));
         tracing::info!(version, "config applied");
         Ok(version)
@@ -110,24 +135,111 @@ fn build(
     version: u64,
     config: Config,
     listeners: &[Arc<str>],
-    previous: &HashMap<String, Arc<Backend>>,
-) -> Routing {
+    previous: Option<&Routing>,
+) -> Result<Routing, Problems> {
+    let mut problems = Problems::default();
+    let auth = authenticators(&config, previous, &mut problems);
+    let rate_limiter = match RateLimiter::from_config(&config.routes, &config.rate_limits) {
+        Ok(r) => match previous {
+            Some(p) => r.carry_over(&p.rate_limiter),
+            None => r,
+        },
+        Err(e) => {
+            problems.push("rateLimits", e.to_string());
+            RateLimiter::from_config(&[], &[]).expect("an empty rate limiter")
+        }
+    };
+    problems.into_result()?;
+
+    let empty = HashMap::new();
+    let old = previous.map_or(&empty, |p| &p.backends);
     let backends: HashMap<String, Arc<Backend>> = config
         .backends
         .iter()
         .map(|b| {
-            let backend = match previous.get(&b.name) {
+            let backend = match old.get(&b.name) {
                 Some(old) if old.config == *b => old.clone(),
                 _ => Backend::new(b),
             };
             (b.name.clone(), backend)
         })
         .collect();
-    let table = RouteTable::build(&config, listeners, &backends);
-    Routing {
+    let table = RouteTable::build(&config, listeners, &backends, &auth);
+    Ok(Routing {
         version,
         config: Arc::new(config),
         table,
         backends,
+        rate_limiter: Arc::new(rate_limiter),
+        auth,
+    })
+}
+
+/// Loads the key files of every route with `auth`, reusing the loaded
+/// ones whose settings did not change.
+fn authenticators(
+    config: &Config,
+    previous: Option<&Routing>,
+    problems: &mut Problems,
+) -> HashMap<String, Arc<Authenticator>> {
+    let mut out = HashMap::new();
+    for route in &config.routes {
+        let Some(auth) = &route.auth else { continue };
+        let reused = previous.and_then(|p| {
+            let old = p.config.routes.iter().find(|r| r.name == route.name)?;
+            (old.auth.as_ref() == Some(auth)).then(|| p.auth.get(&route.name).cloned())?
+        });
+        let loaded = match reused {
+            Some(a) => a,
+            None => match Authenticator::from_config(auth) {
+                Ok(a) => {
+                    let a = Arc::new(a);
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        a.spawn_reload(DEFAULT_RELOAD_INTERVAL);
+                    }
+                    a
+                }
+                Err(e) => {
+                    problems.push(format!("routes[{}].auth", route.name), e.to_string());
+                    continue;
+                }
+            },
+        };
+        out.insert(route.name.clone(), loaded);
     }
+    out
+}
+
+/// TLS acceptors and trusted proxies of each listener.
+fn listener_edges(listeners: &[Listener]) -> Result<Vec<ListenerEdge>, Problems> {
+    let mut problems = Problems::default();
+    let mut out = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let at = format!("listeners[{}]", l.name);
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => match EdgeTls::from_config(&l.name, t) {
+                Ok(tls) => {
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        tls.spawn_reload(DEFAULT_RELOAD_INTERVAL);
+                    }
+                    Some(Arc::new(tls))
+                }
+                Err(e) => {
+                    problems.push(format!("{at}.tls"), e.to_string());
+                    None
+                }
+            },
+        };
+        let trusted = TrustedProxies::from_config(&l.trusted_proxies).unwrap_or_else(|e| {
+            problems.push(format!("{at}.trustedProxies"), e.to_string());
+            TrustedProxies::from_config(&[]).expect("no proxies")
+        });
+        out.push(ListenerEdge {
+            tls,
+            trusted,
+            redirect_to_https: l.redirect_to_https,
+        });
+    }
+    problems.into_result().map(|()| out)
 }

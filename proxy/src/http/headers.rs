@@ -4,8 +4,6 @@
 //! are removed in both directions along with every header the
 //! `Connection` header names. `te: trailers` survives: gRPC needs it.
 
-use std::net::IpAddr;
-
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
 
@@ -85,29 +83,6 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Sets `x-forwarded-for`: appended to when the peer is a trusted proxy,
-/// replaced otherwise, so a client cannot forge its address.
-pub fn set_forwarded_for(headers: &mut HeaderMap, client: IpAddr, trusted: bool) {
-    let mut buf = itoa_ip(client);
-    if trusted {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !prior.is_empty() {
-            buf = format!("{}, {buf}", prior.join(", "));
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-}
-
-fn itoa_ip(ip: IpAddr) -> String {
-    ip.to_string()
-}
-
 /// Keeps an incoming `x-request-id`, or sets a new random one.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
@@ -166,19 +141,6 @@ mod tests {
         h.insert("te", "gzip".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
         assert!(!h.contains_key("te"));
-    }
-
-    #[test]
-    fn forwarded_for_is_replaced_unless_trusted() {
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        set_forwarded_for(&mut h, ip, false);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded_for(&mut h, ip, true);
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use std::time::Duration;
 use vakt_api::config::{self, Config};
 
 use crate::backend::Backend;
-use crate::telemetry::metrics::RequestMetrics;
+use crate::edge::auth::Authenticator;
+use crate::telemetry::metrics::{RequestMetrics, RouteMetrics};
 pub use filters::Filters;
 pub use matcher::{RequestMatch, RequestView};
 
@@ -26,6 +27,8 @@ pub use matcher::{RequestMatch, RequestView};
 pub struct RouteInfo {
     pub name: Arc<str>,
     pub config: config::Route,
+    pub auth: Option<Arc<Authenticator>>,
+    pub metrics: RouteMetrics,
 }
 
 /// One compiled rule of a route.
@@ -96,6 +99,7 @@ impl RouteTable {
         config: &Config,
         listeners: &[Arc<str>],
         backends: &HashMap<String, Arc<Backend>>,
+        auth: &HashMap<String, Arc<Authenticator>>,
     ) -> Self {
         let mut table = Self {
             listeners: listeners.iter().map(|_| HostIndex::default()).collect(),
@@ -104,6 +108,8 @@ impl RouteTable {
             let info = Arc::new(RouteInfo {
                 name: route.name.as_str().into(),
                 config: route.clone(),
+                auth: auth.get(&route.name).cloned(),
+                metrics: RouteMetrics::new(&route.name),
             });
             for (i, rule) in route.rules.iter().enumerate() {
                 let entry = Arc::new(RuleEntry::compile(&info, i, rule, listeners, backends));

@@ -17,24 +17,41 @@ use crate::http::headers;
 use crate::respond::ProxyError;
 use crate::route::Decision;
 
+/// Where a request goes and what the proxy adds on the way.
+pub struct Target<'a> {
+    pub decision: Decision<'a>,
+    pub backend: &'a Arc<Backend>,
+    pub conn: &'a ConnInfo,
+    /// The `x-forwarded-for` to send (see [`crate::edge::client_ip`]).
+    pub forwarded_for: HeaderValue,
+    /// Whether the peer is a trusted proxy whose `x-forwarded-proto` holds.
+    pub trusted_peer: bool,
+    pub body_limit: u64,
+}
+
 /// Rewrites the request for the upstream: proxy headers, rule filters,
 /// and the request target in the form the backend's protocol wants.
 /// Returns it with its request id.
 pub fn prepare(
     req: Request<Incoming>,
-    decision: Decision<'_>,
-    backend: &Arc<Backend>,
-    conn: &ConnInfo,
-    body_limit: u64,
+    target: Target<'_>,
 ) -> Result<(Request<RequestBody>, HeaderValue), ProxyError> {
+    let Target {
+        decision,
+        backend,
+        conn,
+        forwarded_for,
+        trusted_peer,
+        body_limit,
+    } = target;
     let (mut parts, body) = req.into_parts();
     let mut authority = original_authority(&parts.uri, &parts.headers)?;
 
     let upgrade = headers::is_upgrade(&parts.headers);
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
-    headers::set_forwarded_for(h, conn.peer.ip(), conn.trusted_peer);
-    if !conn.trusted_peer || !h.contains_key(&headers::X_FORWARDED_PROTO) {
+    h.insert(headers::X_FORWARDED_FOR.clone(), forwarded_for);
+    if !trusted_peer || !h.contains_key(&headers::X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
         h.insert(
             headers::X_FORWARDED_PROTO.clone(),

@@ -11,10 +11,14 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::edge::auth::AuthOutcome;
+
 pub const REQUESTS: &str = "vakt_requests_total";
 pub const REQUEST_DURATION: &str = "vakt_request_duration_seconds";
 pub const UPSTREAM_CONNECTIONS: &str = "vakt_upstream_connections";
 pub const CONFIG_RELOADS: &str = "vakt_config_reloads_total";
+pub const AUTH: &str = "vakt_auth_total";
+pub const RATE_LIMITED: &str = "vakt_rate_limited_total";
 
 /// Latency buckets in seconds, from 0.5 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -44,6 +48,8 @@ fn describe() {
     );
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open upstream connections");
     metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
+    metrics::describe_counter!(AUTH, "Authentication checks, by result");
+    metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
 }
 
 /// Request counters and durations of one (listener, route, backend).
@@ -92,6 +98,40 @@ impl RequestMetrics {
         let mut labels = self.labels.to_vec();
         labels.push(Label::new("code_class", CLASSES[class]));
         metrics::histogram!(REQUEST_DURATION, labels)
+    }
+}
+
+/// Per-route edge counters: auth outcomes and rate-limited requests.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: String,
+    auth: [OnceLock<Counter>; 9],
+    rate_limited: OnceLock<Counter>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.to_string(),
+            auth: Default::default(),
+            rate_limited: OnceLock::new(),
+        }
+    }
+
+    /// Counts `vakt_auth_total{route,result}`.
+    pub fn auth(&self, outcome: AuthOutcome) {
+        let slot = &self.auth[outcome as usize % 9];
+        slot.get_or_init(
+            || metrics::counter!(AUTH, "route" => self.route.clone(), "result" => outcome.as_str()),
+        )
+        .increment(1);
+    }
+
+    /// Counts `vakt_rate_limited_total{route}`.
+    pub fn rate_limited(&self) {
+        self.rate_limited
+            .get_or_init(|| metrics::counter!(RATE_LIMITED, "route" => self.route.clone()))
+            .increment(1);
     }
 }
 

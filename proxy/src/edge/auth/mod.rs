@@ -15,7 +15,7 @@ mod jwt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use vakt_api::config::Auth;
@@ -156,19 +156,18 @@ impl Authenticator {
     }
 
     /// Checks the credentials of a request against the current time.
-    pub fn check(&self, parts: &Parts) -> Result<Identity, AuthError> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        self.check_at(parts, now)
+        self.check_at(headers, now)
     }
 
     /// Checks the credentials of a request at `now`, in seconds since the
     /// Unix epoch. A bearer token is tried first, then an API key; either
     /// one valid is enough.
-    pub fn check_at(&self, parts: &Parts, now: u64) -> Result<Identity, AuthError> {
-        let headers = &parts.headers;
+    pub fn check_at(&self, headers: &HeaderMap, now: u64) -> Result<Identity, AuthError> {
         let mut failure = None;
         if let Some(jwt) = &self.jwt {
             match bearer(headers) {

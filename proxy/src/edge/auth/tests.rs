@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use vakt_api::config::{ApiKeyAuth, Auth, JwtAuth};
 
 use super::*;
+use http::request::Parts;
 
 const NOW: u64 = 1_800_000_000;
 const RSA_PEM: &str = include_str!("testdata/rsa-2048.pem");
@@ -146,7 +147,9 @@ fn rs256_es256_and_eddsa_tokens_are_accepted() {
     write_jwks(&dir.join("jwks.json"), &[&r, &e, &d]);
     let auth = Authenticator::from_config(&jwt_auth(&dir.join("jwks.json"))).unwrap();
     for s in [&r, &e, &d] {
-        let id = auth.check_at(&bearer_req(&s.sign(claims())), NOW).unwrap();
+        let id = auth
+            .check_at(&bearer_req(&s.sign(claims())).headers, NOW)
+            .unwrap();
         assert_eq!(id.method, AuthMethod::Jwt);
         assert_eq!(id.subject.as_deref(), Some("alice"));
         assert_eq!(id.headers()[0].0, "x-user-id");
@@ -154,10 +157,10 @@ fn rs256_es256_and_eddsa_tokens_are_accepted() {
     }
     // Without a kid, every key of the token's algorithm is tried.
     let token = e.sign_with_kid(claims(), None);
-    assert!(auth.check_at(&bearer_req(&token), NOW).is_ok());
+    assert!(auth.check_at(&bearer_req(&token).headers, NOW).is_ok());
     // Real clock: a token valid now passes `check`.
     let live = r.sign(with(claims(), "exp", json!(u64::MAX / 2)));
-    assert!(auth.check(&bearer_req(&live)).is_ok());
+    assert!(auth.check(&bearer_req(&live).headers).is_ok());
 }
 
 #[test]
@@ -166,7 +169,7 @@ fn expiry_and_not_before_allow_the_leeway_and_no_more() {
     let s = ec("k");
     write_jwks(&dir.join("jwks.json"), &[&s]);
     let auth = Authenticator::from_config(&jwt_auth(&dir.join("jwks.json"))).unwrap();
-    let at = |c: Value| outcome(auth.check_at(&bearer_req(&s.sign(c)), NOW));
+    let at = |c: Value| outcome(auth.check_at(&bearer_req(&s.sign(c)).headers, NOW));
 
     assert_eq!(
         at(with(claims(), "exp", json!(NOW - 29))),
@@ -204,7 +207,7 @@ fn issuer_audience_and_signature_are_enforced() {
     let s = rsa("k");
     write_jwks(&dir.join("jwks.json"), &[&s]);
     let auth = Authenticator::from_config(&jwt_auth(&dir.join("jwks.json"))).unwrap();
-    let at = |c: Value| outcome(auth.check_at(&bearer_req(&s.sign(c)), NOW));
+    let at = |c: Value| outcome(auth.check_at(&bearer_req(&s.sign(c)).headers, NOW));
 
     assert_eq!(
         at(with(claims(), "iss", json!("https://evil.test"))),
@@ -225,7 +228,7 @@ fn issuer_audience_and_signature_are_enforced() {
     // The kid of an RS256 key on an EdDSA token: no key of that algorithm.
     let token = ed("k").sign(claims());
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&token), NOW)),
+        outcome(auth.check_at(&bearer_req(&token).headers, NOW)),
         AuthOutcome::UnknownKey
     );
     // The kid of an RS256 key on a token signed by another RSA key.
@@ -234,13 +237,13 @@ fn issuer_audience_and_signature_are_enforced() {
         ..rsa("k")
     };
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&other.sign(claims())), NOW)),
+        outcome(auth.check_at(&bearer_req(&other.sign(claims())).headers, NOW)),
         AuthOutcome::Invalid
     );
     let mut tampered = s.sign(claims());
     tampered.insert(tampered.rfind('.').unwrap() + 1, 'A');
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&tampered), NOW)),
+        outcome(auth.check_at(&bearer_req(&tampered).headers, NOW)),
         AuthOutcome::Invalid
     );
 
@@ -256,11 +259,11 @@ fn issuer_audience_and_signature_are_enforced() {
     )
     .unwrap();
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&hs), NOW)),
+        outcome(auth.check_at(&bearer_req(&hs).headers, NOW)),
         AuthOutcome::Invalid
     );
     assert_eq!(
-        outcome(auth.check_at(&bearer_req("not.a.jwt"), NOW)),
+        outcome(auth.check_at(&bearer_req("not.a.jwt").headers, NOW)),
         AuthOutcome::Invalid
     );
 }
@@ -275,18 +278,18 @@ fn unknown_kid_is_refused_and_a_rotated_jwks_is_picked_up() {
     let old_token = old.sign(claims());
     let new_token = new.sign(claims());
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&new_token), NOW)),
+        outcome(auth.check_at(&bearer_req(&new_token).headers, NOW)),
         AuthOutcome::UnknownKey
     );
 
     write_jwks(&path, &[&new]);
     auth.reload();
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&new_token), NOW)),
+        outcome(auth.check_at(&bearer_req(&new_token).headers, NOW)),
         AuthOutcome::Allowed
     );
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&old_token), NOW)),
+        outcome(auth.check_at(&bearer_req(&old_token).headers, NOW)),
         AuthOutcome::UnknownKey
     );
 
@@ -296,7 +299,7 @@ fn unknown_kid_is_refused_and_a_rotated_jwks_is_picked_up() {
     std::fs::write(&path, "{\"keys\": []}").unwrap();
     auth.reload();
     assert_eq!(
-        outcome(auth.check_at(&bearer_req(&new_token), NOW)),
+        outcome(auth.check_at(&bearer_req(&new_token).headers, NOW)),
         AuthOutcome::Allowed
     );
 }
@@ -312,7 +315,7 @@ async fn the_reload_task_follows_the_jwks_file() {
     write_jwks(&path, &[&new]);
     let req = bearer_req(&new.sign(claims()));
     let mut waited = 0;
-    while auth.check_at(&req, NOW).is_err() {
+    while auth.check_at(&req.headers, NOW).is_err() {
         assert!(waited < 30, "jwks not reloaded");
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
@@ -345,7 +348,7 @@ fn required_claims_decide_403_and_forwarded_headers_replace_client_copies() {
         ("x-user-id", "mallory"),
         ("x-tier", "platinum"),
     ]);
-    let id = auth.check_at(&parts, NOW).unwrap();
+    let id = auth.check_at(&parts.headers, NOW).unwrap();
     id.apply(&mut parts.headers);
     assert_eq!(parts.headers["x-user-id"], "alice");
     assert_eq!(parts.headers["x-tier"], "gold");
@@ -353,11 +356,13 @@ fn required_claims_decide_403_and_forwarded_headers_replace_client_copies() {
     assert_eq!(parts.headers.get_all("x-user-id").iter().count(), 1);
 
     let read_only = s.sign(with(claims(), "scope", json!("read")));
-    let err = auth.check_at(&bearer_req(&read_only), NOW).unwrap_err();
+    let err = auth
+        .check_at(&bearer_req(&read_only).headers, NOW)
+        .unwrap_err();
     assert_eq!(err.status(), StatusCode::FORBIDDEN);
     assert!(err.challenge().is_none());
     let as_array = s.sign(with(claims(), "scope", json!(["read", "write"])));
-    assert!(auth.check_at(&bearer_req(&as_array), NOW).is_ok());
+    assert!(auth.check_at(&bearer_req(&as_array).headers, NOW).is_ok());
 }
 
 #[test]
@@ -367,21 +372,24 @@ fn missing_or_malformed_credentials_get_a_challenge() {
     write_jwks(&dir.join("jwks.json"), &[&s]);
     let auth = Authenticator::from_config(&jwt_auth(&dir.join("jwks.json"))).unwrap();
 
-    let err = auth.check_at(&request(&[]), NOW).unwrap_err();
+    let err = auth.check_at(&request(&[]).headers, NOW).unwrap_err();
     assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(err.outcome(), AuthOutcome::Missing);
     assert_eq!(err.challenge().unwrap(), "Bearer");
 
     let basic = request(&[("authorization", "Basic YTpi")]);
-    assert_eq!(outcome(auth.check_at(&basic, NOW)), AuthOutcome::Missing);
+    assert_eq!(
+        outcome(auth.check_at(&basic.headers, NOW)),
+        AuthOutcome::Missing
+    );
     let token = s.sign(claims());
     let auth_h = format!("bearer {token}");
     let two = request(&[("authorization", &auth_h), ("authorization", &auth_h)]);
-    let err = auth.check_at(&two, NOW).unwrap_err();
+    let err = auth.check_at(&two.headers, NOW).unwrap_err();
     assert_eq!(err.outcome(), AuthOutcome::Invalid);
     assert_eq!(err.challenge().unwrap(), "Bearer error=\"invalid_token\"");
     assert!(
-        auth.check_at(&request(&[("authorization", &auth_h)]), NOW)
+        auth.check_at(&request(&[("authorization", &auth_h)]).headers, NOW)
             .is_ok()
     );
 }
@@ -418,14 +426,14 @@ fn api_keys_are_checked_by_hash_and_reloaded() {
 
     for key in ["k-acme", "k-globex"] {
         let mut parts = request(&[("x-api-key", key)]);
-        let id = auth.check_at(&parts, NOW).unwrap();
+        let id = auth.check_at(&parts.headers, NOW).unwrap();
         assert_eq!(id.method, AuthMethod::ApiKey);
         assert_eq!(id.subject.as_deref(), Some(&sha256_hex(key)[..16]));
         id.apply(&mut parts.headers);
         assert!(parts.headers.get("x-api-key").is_none());
     }
     let err = auth
-        .check_at(&request(&[("x-api-key", "k-guess")]), NOW)
+        .check_at(&request(&[("x-api-key", "k-guess")]).headers, NOW)
         .unwrap_err();
     assert_eq!(
         (err.status(), err.outcome()),
@@ -435,24 +443,24 @@ fn api_keys_are_checked_by_hash_and_reloaded() {
     // The hash itself is not a key.
     let hash = sha256_hex("k-acme");
     assert!(
-        auth.check_at(&request(&[("x-api-key", &hash)]), NOW)
+        auth.check_at(&request(&[("x-api-key", &hash)]).headers, NOW)
             .is_err()
     );
 
     std::fs::write(&path, format!("{}\nnot-hex\n", sha256_hex("k-new"))).unwrap();
     auth.reload();
     assert!(
-        auth.check_at(&request(&[("x-api-key", "k-acme")]), NOW)
+        auth.check_at(&request(&[("x-api-key", "k-acme")]).headers, NOW)
             .is_ok()
     );
     std::fs::write(&path, sha256_hex("k-new")).unwrap();
     auth.reload();
     assert!(
-        auth.check_at(&request(&[("x-api-key", "k-new")]), NOW)
+        auth.check_at(&request(&[("x-api-key", "k-new")]).headers, NOW)
             .is_ok()
     );
     assert!(
-        auth.check_at(&request(&[("x-api-key", "k-acme")]), NOW)
+        auth.check_at(&request(&[("x-api-key", "k-acme")]).headers, NOW)
             .is_err()
     );
 
@@ -475,7 +483,7 @@ fn either_credential_is_enough_when_both_are_configured() {
     cfg.api_keys = Some(key_auth(&dir.join("keys.txt")));
     let auth = Authenticator::from_config(&cfg).unwrap();
 
-    let err = auth.check_at(&request(&[]), NOW).unwrap_err();
+    let err = auth.check_at(&request(&[]).headers, NOW).unwrap_err();
     assert_eq!(
         err.challenge().unwrap(),
         "Bearer, ApiKey header=\"x-api-key\""
@@ -486,13 +494,16 @@ fn either_credential_is_enough_when_both_are_configured() {
         ("x-api-key", "k-1"),
     ]);
     assert_eq!(
-        auth.check_at(&both, NOW).unwrap().method,
+        auth.check_at(&both.headers, NOW).unwrap().method,
         AuthMethod::ApiKey
     );
     let bad_both = request(&[
         ("authorization", &format!("Bearer {expired}")),
         ("x-api-key", "no"),
     ]);
-    assert_eq!(outcome(auth.check_at(&bad_both, NOW)), AuthOutcome::Expired);
+    assert_eq!(
+        outcome(auth.check_at(&bad_both.headers, NOW)),
+        AuthOutcome::Expired
+    );
     assert!(Authenticator::from_config(&Auth::default()).is_err());
 }
