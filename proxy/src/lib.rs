@@ -1,1 +1,6 @@
 //! vakt-proxy
+
+#![forbid(unsafe_code)]
+
+pub mod attempt;
+pub mod backend;
