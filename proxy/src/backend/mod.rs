@@ -4,7 +4,7 @@
 //! balancer (fed by outcomes and by active health checks).
 
 pub mod breaker;
-// pub mod bulkhead;
-// pub mod ejection;
+pub mod bulkhead;
+pub mod ejection;
 // pub mod health_check;
 pub mod outcome;
