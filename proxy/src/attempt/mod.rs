@@ -4,5 +4,5 @@
 
 pub mod backoff;
 pub mod budget;
-// pub mod deadline;
+pub mod deadline;
 // pub mod replay;
