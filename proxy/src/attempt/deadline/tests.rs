@@ -51,7 +51,7 @@ fn encodes_in_eight_digits_rounding_down() {
     let enc = |d: Duration| encode_grpc_timeout(d).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(enc(Duration::from_millis(1999)).as_deref(), Some("1999m"));
     assert_eq!(
-        enc(Duration::from_micros(1999_999)).as_deref(),
+        enc(Duration::from_micros(1_999_999)).as_deref(),
         Some("1999m")
     );
     assert_eq!(enc(Duration::from_micros(999)).as_deref(), Some("999u"));
