@@ -5,4 +5,4 @@
 pub mod backoff;
 pub mod budget;
 pub mod deadline;
-// pub mod replay;
+pub mod replay;
