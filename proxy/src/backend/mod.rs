@@ -6,5 +6,5 @@
 pub mod breaker;
 pub mod bulkhead;
 pub mod ejection;
-// pub mod health_check;
+pub mod health_check;
 pub mod outcome;
