@@ -9,6 +9,10 @@
 //! connection before any response byte is tried once more on a new
 //! connection: the upstream may have closed it as the request was sent.
 
+pub mod backoff;
+pub mod budget;
+pub mod deadline;
+pub mod replay;
 mod send;
 
 use std::sync::Arc;

@@ -6,7 +6,12 @@
 //! background; endpoints that stay keep their pools and load figures.
 
 pub mod balancer;
+pub mod breaker;
+pub mod bulkhead;
+pub mod ejection;
 pub mod endpoint;
+pub mod health_check;
+pub mod outcome;
 pub mod pool;
 mod resolve;
 
