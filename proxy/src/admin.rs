@@ -83,26 +83,7 @@ fn backends(proxy: &Proxy) -> AdminResponse {
     names.sort();
     let list: Vec<_> = names
         .into_iter()
-        .map(|name| {
-            let b = &routing.backends[name];
-            let endpoints: Vec<_> = b
-                .endpoints()
-                .iter()
-                .map(|e| {
-                    json!({
-                        "address": &*e.label,
-                        "inFlight": e.in_flight(),
-                        "idleConnections": e.pool.idle_count(),
-                    })
-                })
-                .collect();
-            json!({
-                "name": name,
-                "protocol": b.config.protocol,
-                "loadBalancer": b.config.load_balancer,
-                "endpoints": endpoints,
-            })
-        })
+        .map(|name| routing.backends[name].snapshot())
         .collect();
     json_reply(&json!({ "version": routing.version, "backends": list }))
 }

@@ -23,6 +23,8 @@ use http::header::{
 };
 use http::{Response, StatusCode};
 
+use vakt_api::config::Fallback;
+
 use crate::edge::ratelimit::Decision;
 use crate::http::body::ProxyBody;
 
@@ -112,6 +114,47 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(self, Self::BadRequest(_))
     }
+}
+
+/// Header naming why a fallback answered instead of the backend.
+pub static VAKT_FALLBACK: HeaderName = HeaderName::from_static("vakt-fallback");
+
+impl ProxyError {
+    /// Whether a route's fallback may answer instead: the backend could
+    /// not serve (breaker open, no endpoint, overflow, out of time,
+    /// attempts failed), as opposed to a bad or refused request.
+    pub fn allows_fallback(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailed
+                | Self::UpstreamReset
+                | Self::UpstreamProtocol
+                | Self::NoEndpoint
+                | Self::BreakerOpen
+                | Self::Overflow
+                | Self::Timeout
+        )
+    }
+}
+
+/// The configured fallback answer, marked `vakt-fallback: <reason>`.
+pub fn fallback_response(fallback: &Fallback, reason: &'static str) -> Response<ProxyBody> {
+    let body = Bytes::from(fallback.body.clone());
+    let len = body.len();
+    let mut rsp = Response::new(ProxyBody::full(body));
+    *rsp.status_mut() = StatusCode::from_u16(fallback.status).unwrap_or(StatusCode::OK);
+    let headers = rsp.headers_mut();
+    for (name, value) in &fallback.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(VAKT_FALLBACK.clone(), HeaderValue::from_static(reason));
+    rsp
 }
 
 /// Maps an HTTP status the proxy chose to the gRPC status a gRPC client

@@ -19,13 +19,13 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::attempt;
+use crate::attempt::{self, Plan, deadline::Deadline};
 use crate::http::body::{OnEnd, ProxyBody};
 use crate::http::{framing, headers};
-use crate::respond::{ProxyError, error_response};
+use crate::respond::{ProxyError, error_response, fallback_response};
 use crate::route::{Decision, RequestView};
 use crate::state::Proxy;
-use crate::telemetry::RequestLog;
+use crate::telemetry::{RequestLog, metrics};
 
 /// What the request path knows about the connection a request came on.
 #[derive(Debug)]
@@ -113,6 +113,9 @@ async fn forward(
 
     let upgrade = headers::is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let t = rule.timeouts;
+    let upstream_req_grpc = is_grpc(&req);
+    let deadline = Deadline::from_request(req.headers(), Instant::now(), t.request, None);
     let limit = proxy.limits.max_body_bytes;
     let target = upstream::Target {
         decision,
@@ -125,13 +128,24 @@ async fn forward(
     let (upstream_req, request_id) = upstream::prepare(req, target)?;
     log.request_id = Some(request_id);
 
-    let t = rule.timeouts;
-    let attempt = attempt::forward(backend, upstream_req, t.backend_request);
-    let forwarded = match t.request {
-        Some(limit) => tokio::time::timeout(limit, attempt)
-            .await
-            .map_err(|_| ProxyError::Timeout)??,
-        None => attempt.await?,
+    let plan = Plan {
+        retry: rule.retry.as_ref(),
+        per_attempt: t.backend_request,
+        deadline,
+        grpc: upstream_req_grpc,
+    };
+    let forwarded = match attempt::forward(backend, upstream_req, plan).await {
+        Ok(f) if !spent(rule, &f) => f,
+        Ok(f) => match &rule.fallback {
+            Some(fb) => return Ok(serve_fallback(fb, backend, "attempts-spent", log)),
+            None => f,
+        },
+        Err(e) => match &rule.fallback {
+            Some(fb) if e.allows_fallback() => {
+                return Ok(serve_fallback(fb, backend, e.reason(), log));
+            }
+            _ => return Err(e),
+        },
     };
     log.upstream_host = Some(forwarded.in_flight.endpoint().label.clone());
     log.upstream_time = Some(forwarded.upstream_time);
@@ -149,13 +163,37 @@ async fn forward(
     }
     let grpc = is_grpc_response(&rsp);
     let (parts, body) = rsp.into_parts();
-    let mut body = ProxyBody::upstream(body, t.idle, grpc);
+    let mut body = ProxyBody::upstream(body, t.idle, grpc).with_first(forwarded.first);
     body.on_end(OnEnd {
         conn: forwarded.conn,
         in_flight: Some(forwarded.in_flight),
+        slot: forwarded.slot,
+        verdict: forwarded.verdict,
         log: None,
     });
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether every attempt ended in a status the retry policy names, so a
+/// fallback should answer instead.
+fn spent(rule: &crate::route::RuleEntry, fwd: &attempt::Forwarded) -> bool {
+    rule.fallback.is_some()
+        && rule
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.codes.contains(&fwd.response.status().as_u16()))
+}
+
+fn serve_fallback(
+    fallback: &vakt_api::config::Fallback,
+    backend: &crate::backend::Backend,
+    reason: &'static str,
+    log: &mut RequestLog,
+) -> Response<ProxyBody> {
+    metrics::fallback(&backend.name, reason);
+    log.flags = "fallback";
+    tracing::debug!(backend = %backend.name, reason, "fallback served");
+    fallback_response(fallback, reason)
 }
 
 /// The request's host: the authority of an absolute-form target wins

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::backend::Endpoint;
 use crate::backend::pool::{Checkout, Pool, PooledConn, Sender};
 use crate::http::body::{BodyError, RequestBody};
 use crate::respond::ProxyError;
@@ -14,8 +15,33 @@ use crate::respond::ProxyError;
 /// How a send failed.
 pub enum SendError {
     /// Nothing reached the upstream; the request can go again as is.
-    Unsent(Box<Request<RequestBody>>, &'static str),
+    /// The flag tells whether the connection could not even be opened.
+    Unsent(Box<Request<RequestBody>>, &'static str, bool),
     Failed(ProxyError),
+}
+
+/// A response head, and the HTTP/1.1 connection it came on.
+pub type Sent = (Response<Incoming>, Option<PooledConn>);
+
+/// One attempt on `endpoint`: a connection (a new one if `fresh`), then
+/// the request.
+pub async fn attempt(
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    fresh: bool,
+) -> Result<Sent, SendError> {
+    let checkout = if fresh {
+        endpoint.pool.fresh().await
+    } else {
+        endpoint.pool.checkout().await
+    };
+    match checkout {
+        Ok(c) => send(c, req, endpoint.pool.clone()).await,
+        Err(e) => {
+            tracing::debug!(endpoint = %endpoint.label, error = %e, "connect failed");
+            Err(SendError::Unsent(Box::new(req), "connect failed", true))
+        }
+    }
 }
 
 /// Sends on the connection; HTTP/1.1 connections come back with the
@@ -24,11 +50,15 @@ pub async fn send(
     checkout: Checkout,
     req: Request<RequestBody>,
     pool: Arc<Pool>,
-) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+) -> Result<Sent, SendError> {
     match checkout.sender {
         Sender::H1(mut s) => {
             if s.ready().await.is_err() {
-                return Err(SendError::Unsent(Box::new(req), "pooled connection closed"));
+                return Err(SendError::Unsent(
+                    Box::new(req),
+                    "pooled connection closed",
+                    false,
+                ));
             }
             let replay = checkout.reused.then(|| bodiless_copy(&req)).flatten();
             match s.try_send_request(req).await {
@@ -37,17 +67,20 @@ pub async fn send(
                     (Some(req), _) => Err(SendError::Unsent(
                         Box::new(req),
                         "connection closed before send",
+                        false,
                     )),
-                    (None, Some(req)) if is_stale(e.error()) => {
-                        Err(SendError::Unsent(Box::new(req), "reused connection closed"))
-                    }
+                    (None, Some(req)) if is_stale(e.error()) => Err(SendError::Unsent(
+                        Box::new(req),
+                        "reused connection closed",
+                        false,
+                    )),
                     (None, _) => Err(SendError::Failed(classify(e.error()))),
                 },
             }
         }
         Sender::H2(mut s) => {
             if s.ready().await.is_err() {
-                return Err(SendError::Unsent(Box::new(req), "connection closed"));
+                return Err(SendError::Unsent(Box::new(req), "connection closed", false));
             }
             match s.try_send_request(req).await {
                 Ok(rsp) => Ok((rsp, None)),
@@ -55,6 +88,7 @@ pub async fn send(
                     Some(req) => Err(SendError::Unsent(
                         Box::new(req),
                         "connection closed before send",
+                        false,
                     )),
                     None => Err(SendError::Failed(classify(e.error()))),
                 },

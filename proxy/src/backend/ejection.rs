@@ -33,9 +33,6 @@ use super::outcome::Outcome;
 /// Longest ejection, unless `ejectionTime` itself is longer: 300 s.
 pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
-/// Below this share of available endpoints, in percent, all are used.
-pub const PANIC_THRESHOLD_PERCENT: usize = 50;
-
 /// The availability of each endpoint of one backend, by index in the
 /// backend's endpoint list.
 #[derive(Debug)]
@@ -152,7 +149,8 @@ impl Ejection {
         }
     }
 
-    /// Whether fewer than half of the endpoints are in, so all are used.
+    /// Whether no endpoint is in, so all are used: traffic to endpoints
+    /// that may fail beats no traffic at all.
     pub fn in_panic(&self, now: Instant) -> bool {
         self.panic_at(self.millis(now))
     }
@@ -220,7 +218,7 @@ impl Ejection {
 
     fn panic_at(&self, now_ms: u64) -> bool {
         let up = self.endpoints.iter().filter(|e| e.up(now_ms)).count();
-        up == 0 || up * 100 < self.endpoints.len() * PANIC_THRESHOLD_PERCENT
+        up == 0
     }
 
     fn try_eject(&self, index: usize, outlier: &OutlierDetection, now: Instant) {

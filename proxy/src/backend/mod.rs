@@ -1,9 +1,12 @@
 //! Backends: a named destination service, its endpoints and the policy
 //! that guards them.
 //!
-//! A backend owns its balancer and, through its endpoints, their
-//! connection pools. Endpoints given as host names are re-resolved in the
-//! background; endpoints that stay keep their pools and load figures.
+//! A backend owns its guards: the breaker that fails fast while it is
+//! unwell, the bulkhead that bounds its share of the proxy, the retry
+//! budget, and per endpoint set the ejection state that outlier detection,
+//! health checks and fleet health feed. Endpoints given as host names are
+//! re-resolved in the background; endpoints that stay keep their pools,
+//! load figures and ejection state.
 
 pub mod balancer;
 pub mod breaker;
@@ -16,30 +19,56 @@ pub mod pool;
 mod resolve;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use serde_json::json;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use vakt_api::config;
 
+use crate::attempt::budget::Budget;
 use crate::telemetry::metrics::ConnectionGauge;
 pub use balancer::Balancer;
+use breaker::Breaker;
+use bulkhead::Bulkhead;
+use ejection::Ejection;
 pub use endpoint::{Endpoint, InFlight};
+use health_check::HealthChecker;
+use outcome::Classifier;
 pub use pool::Pool;
 
 /// How often host-name endpoints are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
+/// The endpoints of a backend at one moment, with their availability.
+pub struct EndpointSet {
+    pub list: Vec<Arc<Endpoint>>,
+    pub ejection: Arc<Ejection>,
+    _health: Option<HealthChecker>,
+}
+
 /// A destination service.
-#[derive(Debug)]
 pub struct Backend {
     pub name: Arc<str>,
     pub config: config::Backend,
-    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    endpoints: ArcSwap<EndpointSet>,
     pub balancer: Balancer,
+    pub breaker: Option<Breaker>,
+    pub bulkhead: Bulkhead,
+    pub budget: Budget,
+    pub classifier: Classifier,
+    /// Endpoints the fleet reports unhealthy, kept across endpoint changes.
+    fleet_down: Mutex<Vec<String>>,
     connections: ConnectionGauge,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).finish()
+    }
 }
 
 impl Backend {
@@ -48,14 +77,25 @@ impl Backend {
     /// backend is dropped.
     pub fn new(config: &config::Backend) -> Arc<Self> {
         let name: Arc<str> = config.name.as_str().into();
-        let connections = ConnectionGauge::new(&name);
         let addrs = resolve::now(&config.endpoints);
         let mut backend = Self {
+            connections: ConnectionGauge::new(&name),
+            breaker: config
+                .circuit_breaker
+                .as_ref()
+                .map(|cb| Breaker::new(&name, cb)),
+            bulkhead: Bulkhead::new(&name, &config.limits),
+            budget: Budget::new(&name, &config.retry_budget),
+            classifier: Classifier::for_breaker(config.circuit_breaker.as_ref()),
+            balancer: Balancer::new(config.load_balancer),
+            endpoints: ArcSwap::from_pointee(EndpointSet {
+                list: Vec::new(),
+                ejection: Arc::new(Ejection::new(&name, None, &[])),
+                _health: None,
+            }),
+            fleet_down: Mutex::new(Vec::new()),
             name,
             config: config.clone(),
-            endpoints: ArcSwap::from_pointee(Vec::new()),
-            balancer: Balancer::new(config.load_balancer),
-            connections,
             tasks: Vec::new(),
         };
         backend.set_endpoints(&addrs);
@@ -66,16 +106,40 @@ impl Backend {
     }
 
     /// The endpoints right now.
-    pub fn endpoints(&self) -> arc_swap::Guard<Arc<Vec<Arc<Endpoint>>>> {
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// Picks an available endpoint of `set`, avoiding `avoid` when
+    /// another is available.
+    pub fn pick(&self, set: &EndpointSet, avoid: Option<usize>) -> Option<usize> {
+        let now = Instant::now();
+        self.balancer
+            .pick(&set.list, |i| set.ejection.is_available(i, now), avoid)
+    }
+
+    /// Marks the endpoints the fleet reports unhealthy; all others are
+    /// marked healthy.
+    pub fn set_fleet_health(&self, unhealthy: &[String]) {
+        *self.fleet_down.lock().expect("fleet lock") = unhealthy.to_vec();
+        let set = self.endpoints.load();
+        apply_fleet(&set, unhealthy);
     }
 
     /// Replaces the endpoint set, keeping the endpoints that remain.
     fn set_endpoints(&self, addrs: &[SocketAddr]) {
         let current = self.endpoints.load();
-        let next: Vec<Arc<Endpoint>> = addrs
+        let same = addrs.len() == current.list.len()
+            && addrs
+                .iter()
+                .zip(current.list.iter())
+                .all(|(a, e)| *a == e.addr);
+        if same && !current.list.is_empty() {
+            return;
+        }
+        let list: Vec<Arc<Endpoint>> = addrs
             .iter()
-            .map(|addr| match current.iter().find(|e| e.addr == *addr) {
+            .map(|addr| match current.list.iter().find(|e| e.addr == *addr) {
                 Some(e) => e.clone(),
                 None => {
                     let pool = Pool::new(*addr, &self.config, self.connections.clone());
@@ -83,15 +147,59 @@ impl Backend {
                 }
             })
             .collect();
-        if next.len() != current.len()
-            || next
-                .iter()
-                .zip(current.iter())
-                .any(|(a, b)| a.addr != b.addr)
-        {
-            tracing::info!(backend = %self.name, endpoints = next.len(), "endpoints changed");
-        }
-        self.endpoints.store(Arc::new(next));
+        let labels: Vec<String> = list.iter().map(|e| e.label.to_string()).collect();
+        let ejection = Arc::new(Ejection::new(
+            &self.name,
+            self.config.outlier_detection.as_ref(),
+            &labels,
+        ));
+        let health = self.config.health_check.as_ref().and_then(|hc| {
+            tokio::runtime::Handle::try_current().ok()?;
+            Some(HealthChecker::spawn(
+                &self.name,
+                hc,
+                &labels,
+                ejection.clone(),
+            ))
+        });
+        let set = EndpointSet {
+            list,
+            ejection,
+            _health: health,
+        };
+        apply_fleet(&set, &self.fleet_down.lock().expect("fleet lock"));
+        tracing::info!(backend = %self.name, endpoints = set.list.len(), "endpoints set");
+        self.endpoints.store(Arc::new(set));
+    }
+
+    /// The backend's state for `/backends`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let set = self.endpoints.load();
+        let now = Instant::now();
+        let ejection = set.ejection.snapshot(now);
+        let endpoints: Vec<_> = set
+            .list
+            .iter()
+            .zip(ejection.endpoints.iter())
+            .map(|(e, state)| {
+                json!({
+                    "address": &*e.label,
+                    "inFlight": e.in_flight(),
+                    "idleConnections": e.pool.idle_count(),
+                    "state": state,
+                })
+            })
+            .collect();
+        json!({
+            "name": &*self.name,
+            "protocol": self.config.protocol,
+            "loadBalancer": self.config.load_balancer,
+            "breaker": self.breaker.as_ref().map(|b| b.snapshot()),
+            "panic": ejection.panic,
+            "endpoints": endpoints,
+            "limits": self.bulkhead.snapshot(),
+            "budget": self.budget.snapshot(),
+        })
     }
 
     fn spawn_tasks(&self, weak: Weak<Self>) -> Vec<JoinHandle<()>> {
@@ -109,6 +217,13 @@ impl Backend {
     }
 }
 
+fn apply_fleet(set: &EndpointSet, unhealthy: &[String]) {
+    for (i, e) in set.list.iter().enumerate() {
+        let down = unhealthy.iter().any(|u| *u == *e.label);
+        set.ejection.set_fleet(i, !down);
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -122,7 +237,7 @@ async fn reap(backend: Weak<Backend>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(b) = backend.upgrade() else { return };
-        for e in b.endpoints().iter() {
+        for e in b.endpoints().list.iter() {
             e.pool.reap();
         }
     }

@@ -15,7 +15,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::attempt::Verdict;
+use crate::attempt::replay::{ReplayBody, ReplayError};
 use crate::backend::InFlight;
+use crate::backend::bulkhead::BulkheadPermit;
+use crate::backend::outcome::{FailureReason, Outcome};
 use crate::backend::pool::PooledConn;
 use crate::telemetry::RequestLog;
 
@@ -30,6 +34,8 @@ pub enum BodyError {
     Idle(Duration),
     #[error("request body larger than {0} bytes")]
     TooLarge(u64),
+    #[error("request body cannot be sent again: {0}")]
+    Replay(#[source] ReplayError),
 }
 
 /// How a response body ended, for logs and metrics.
@@ -47,12 +53,18 @@ pub struct OnEnd {
     pub conn: Option<PooledConn>,
     /// Keeps the endpoint's in-flight count until the body ends.
     pub in_flight: Option<InFlight>,
+    /// Keeps the backend's bulkhead slot until the body ends.
+    pub slot: Option<BulkheadPermit>,
+    /// The attempt's outcome, when only the trailers can tell it (gRPC).
+    pub verdict: Option<Verdict>,
     pub log: Option<RequestLog>,
 }
 
 /// A response body sent to the client.
 pub struct ProxyBody {
     kind: Kind,
+    /// A frame read ahead (to see a gRPC status), sent first.
+    first: Option<Frame<Bytes>>,
     /// Turn an upstream failure into gRPC trailers (UNAVAILABLE).
     grpc: bool,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -88,11 +100,18 @@ impl ProxyBody {
     fn new(kind: Kind) -> Self {
         Self {
             kind,
+            first: None,
             grpc: false,
             idle: None,
             sent: 0,
             on_end: OnEnd::default(),
         }
+    }
+
+    /// Sends `frame` before the rest of the body.
+    pub fn with_first(mut self, frame: Option<Frame<Bytes>>) -> Self {
+        self.first = frame;
+        self
     }
 
     /// Sets what happens when the body ends.
@@ -107,6 +126,14 @@ impl ProxyBody {
 
     fn finish(&mut self, end: BodyEnd) {
         self.kind = Kind::Done;
+        if let Some(v) = self.on_end.verdict.take() {
+            match end {
+                BodyEnd::Complete => v.record(Outcome::Success),
+                BodyEnd::Failed => v.record(Outcome::Failure(FailureReason::Reset)),
+                BodyEnd::ClientGone => drop(v),
+            }
+        }
+        self.on_end.slot = None;
         if let Some(conn) = self.on_end.conn.take()
             && end == BodyEnd::Complete
         {
@@ -122,17 +149,18 @@ impl ProxyBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(frame) = self.first.take() {
+            return Poll::Ready(Some(Ok(self.passed(frame))));
+        }
         let Kind::Upstream(body) = &mut self.kind else {
             return Poll::Ready(None);
         };
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let frame = self.passed(frame);
                 if let Some((d, sleep)) = &mut self.idle {
                     let deadline = tokio::time::Instant::now() + *d;
                     sleep.as_mut().reset(deadline);
-                }
-                if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -151,6 +179,20 @@ impl ProxyBody {
                 Poll::Pending
             }
         }
+    }
+
+    /// Counts a frame on its way to the client; trailers settle a
+    /// deferred verdict.
+    fn passed(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        if let Some(data) = frame.data_ref() {
+            self.sent += data.len() as u64;
+        } else if let Some(t) = frame.trailers_ref()
+            && let Some(v) = self.on_end.verdict.take()
+        {
+            let outcome = v.classify_trailers(t);
+            v.record(outcome);
+        }
+        frame
     }
 
     fn upstream_failed(&mut self, err: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -196,11 +238,14 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty | Kind::Done => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Upstream(b) => self.first.is_none() && b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.first.is_some() {
+            return SizeHint::default();
+        }
         match &self.kind {
             Kind::Empty | Kind::Done => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
@@ -234,18 +279,31 @@ fn grpc_unavailable() -> HeaderMap {
     t
 }
 
-/// A request body sent upstream, with a size limit.
+/// A request body sent upstream, with a size limit. When the route may
+/// retry, it keeps a copy (up to a limit) so a later attempt can send it
+/// again byte for byte.
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: ReqInner,
     limit: u64,
     seen: u64,
+}
+
+enum ReqInner {
+    Empty,
+    Stream(Incoming),
+    Replay(ReplayBody<Incoming>),
 }
 
 impl RequestBody {
     /// Streams `body`, failing once more than `limit` bytes have passed.
     pub fn new(body: Incoming, limit: u64) -> Self {
+        let inner = if body.is_end_stream() {
+            ReqInner::Empty
+        } else {
+            ReqInner::Stream(body)
+        };
         Self {
-            inner: Some(body),
+            inner,
             limit,
             seen: 0,
         }
@@ -253,10 +311,34 @@ impl RequestBody {
 
     pub fn empty() -> Self {
         Self {
-            inner: None,
+            inner: ReqInner::Empty,
             limit: 0,
             seen: 0,
         }
+    }
+
+    /// Makes the body replayable, keeping up to `keep` bytes.
+    pub fn replayable(self, keep: usize) -> Self {
+        let inner = match self.inner {
+            ReqInner::Stream(b) => ReqInner::Replay(ReplayBody::new(b, keep)),
+            other => other,
+        };
+        Self { inner, ..self }
+    }
+
+    /// A body for another attempt: the same bytes from the start, or
+    /// `None` when they cannot be sent again.
+    pub fn again(&self) -> Option<Self> {
+        let inner = match &self.inner {
+            ReqInner::Empty => ReqInner::Empty,
+            ReqInner::Replay(r) if r.is_replayable() => ReqInner::Replay(r.clone()),
+            _ => return None,
+        };
+        Some(Self {
+            inner,
+            limit: self.limit,
+            seen: 0,
+        })
     }
 }
 
@@ -269,22 +351,29 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let Some(body) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let frame = match &mut this.inner {
+            ReqInner::Empty => return Poll::Ready(None),
+            ReqInner::Stream(b) => {
+                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(BodyError::Downstream))
+            }
+            ReqInner::Replay(b) => {
+                ready!(Pin::new(b).poll_frame(cx)).map(|r| r.map_err(BodyError::Replay))
+            }
         };
-        let frame = ready!(Pin::new(body).poll_frame(cx));
         let frame = match frame {
             Some(Ok(f)) => f,
-            Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Downstream(e)))),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
             None => {
-                this.inner = None;
+                if matches!(this.inner, ReqInner::Stream(_)) {
+                    this.inner = ReqInner::Empty;
+                }
                 return Poll::Ready(None);
             }
         };
         if let Some(data) = frame.data_ref() {
             this.seen += data.len() as u64;
             if this.seen > this.limit {
-                this.inner = None;
+                this.inner = ReqInner::Empty;
                 return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
             }
         }
@@ -292,12 +381,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            ReqInner::Empty => true,
+            ReqInner::Stream(b) => b.is_end_stream(),
+            ReqInner::Replay(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.inner {
+            ReqInner::Empty => SizeHint::with_exact(0),
+            ReqInner::Stream(b) => b.size_hint(),
+            ReqInner::Replay(b) => b.size_hint(),
+        }
     }
 }

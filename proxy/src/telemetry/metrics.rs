@@ -18,6 +18,8 @@ pub const REQUEST_DURATION: &str = "vakt_request_duration_seconds";
 pub const UPSTREAM_CONNECTIONS: &str = "vakt_upstream_connections";
 pub const CONFIG_RELOADS: &str = "vakt_config_reloads_total";
 pub const AUTH: &str = "vakt_auth_total";
+pub const TIMEOUTS: &str = "vakt_timeouts_total";
+pub const FALLBACKS: &str = "vakt_fallbacks_total";
 pub const RATE_LIMITED: &str = "vakt_rate_limited_total";
 
 /// Latency buckets in seconds, from 0.5 ms to 30 s.
@@ -49,6 +51,8 @@ fn describe() {
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open upstream connections");
     metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
     metrics::describe_counter!(AUTH, "Authentication checks, by result");
+    metrics::describe_counter!(TIMEOUTS, "Requests or attempts that ran out of time");
+    metrics::describe_counter!(FALLBACKS, "Fallback responses served, by reason");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
 }
 
@@ -163,4 +167,14 @@ impl Drop for ConnectionOpen {
 pub fn config_reload(ok: bool) {
     let result = if ok { "success" } else { "failure" };
     metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
+
+/// Counts `vakt_timeouts_total{backend}`; off the fast path.
+pub fn timeout(backend: &str) {
+    metrics::counter!(TIMEOUTS, "backend" => backend.to_string()).increment(1);
+}
+
+/// Counts `vakt_fallbacks_total{backend,reason}`; off the fast path.
+pub fn fallback(backend: &str, reason: &'static str) {
+    metrics::counter!(FALLBACKS, "backend" => backend.to_string(), "reason" => reason).increment(1);
 }

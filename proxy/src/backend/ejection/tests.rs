@@ -119,14 +119,18 @@ async fn br20_all_ejected_means_all_used() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn panic_below_half_only() {
+async fn panic_only_when_none_is_in() {
     let e = Ejection::new("api", Some(&outlier(100)), &endpoints(4));
     fail(&e, 0, 2);
     assert_eq!(available(&e), [false, true, true, true]);
     fail(&e, 1, 2);
     assert_eq!(available(&e), [false, false, true, true], "2 of 4 in");
     fail(&e, 2, 2);
-    assert_eq!(available(&e), [true; 4], "1 of 4 in: panic");
+    assert_eq!(available(&e), [false, false, false, true], "1 of 4 in");
+    assert!(!e.in_panic(Instant::now()));
+    fail(&e, 3, 2);
+    assert_eq!(available(&e), [true; 4], "none in: panic");
+    assert!(e.in_panic(Instant::now()));
     advance(Duration::from_secs(30)).await;
     assert_eq!(available(&e), [true; 4]);
     assert!(!e.in_panic(Instant::now()));
@@ -157,7 +161,10 @@ async fn health_and_fleet_marks_take_endpoints_out_and_back() {
     e.set_health(0, false);
     assert_eq!(available(&e), [false, true, true]);
     e.set_fleet(1, false);
-    assert_eq!(available(&e), [true; 3], "1 of 3 in: panic");
+    assert_eq!(available(&e), [false, false, true], "1 of 3 in");
+    e.set_health(2, false);
+    assert_eq!(available(&e), [true; 3], "none in: panic");
+    e.set_health(2, true);
     e.set_health(0, true);
     assert_eq!(available(&e), [true, false, true]);
     let snap = e.snapshot(Instant::now());
