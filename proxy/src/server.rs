@@ -9,6 +9,7 @@
 mod guard;
 mod upstream;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -198,7 +199,7 @@ fn serve_fallback(
 
 /// The request's host: the authority of an absolute-form target wins
 /// over `Host` (RFC 9112 §3.2.2). Lowercase, without a port.
-fn request_host<B>(req: &Request<B>) -> String {
+fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
     let raw = match req.uri().authority() {
         Some(a) => a.host(),
         None => req
@@ -208,7 +209,11 @@ fn request_host<B>(req: &Request<B>) -> String {
             .map(strip_port)
             .unwrap_or(""),
     };
-    raw.to_ascii_lowercase()
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(raw)
+    }
 }
 
 fn strip_port(host: &str) -> &str {
