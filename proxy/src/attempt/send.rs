@@ -8,7 +8,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::backend::Endpoint;
-use crate::backend::pool::{Checkout, Pool, PooledConn, Sender};
+use crate::backend::pool::{Checkout, ConnectError, Pool, PooledConn, Sender};
 use crate::http::body::{BodyError, RequestBody};
 use crate::respond::ProxyError;
 
@@ -37,6 +37,7 @@ pub async fn attempt(
     };
     match checkout {
         Ok(c) => send(c, req, endpoint.pool.clone()).await,
+        Err(ConnectError::Limit) => Err(SendError::Failed(ProxyError::Overflow)),
         Err(e) => {
             tracing::debug!(endpoint = %endpoint.label, error = %e, "connect failed");
             Err(SendError::Unsent(Box::new(req), "connect failed", true))

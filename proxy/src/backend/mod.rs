@@ -62,6 +62,8 @@ pub struct Backend {
     /// Endpoints the fleet reports unhealthy, kept across endpoint changes.
     fleet_down: Mutex<Vec<String>>,
     connections: ConnectionGauge,
+    /// `limits.maxConnections`, shared by the endpoints' pools.
+    connection_slots: Arc<tokio::sync::Semaphore>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -94,6 +96,9 @@ impl Backend {
                 _health: None,
             }),
             fleet_down: Mutex::new(Vec::new()),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_connections as usize,
+            )),
             name,
             config: config.clone(),
             tasks: Vec::new(),
@@ -142,7 +147,12 @@ impl Backend {
             .map(|addr| match current.list.iter().find(|e| e.addr == *addr) {
                 Some(e) => e.clone(),
                 None => {
-                    let pool = Pool::new(*addr, &self.config, self.connections.clone());
+                    let pool = Pool::new(
+                        *addr,
+                        &self.config,
+                        self.connections.clone(),
+                        self.connection_slots.clone(),
+                    );
                     Arc::new(Endpoint::new(*addr, Arc::new(pool)))
                 }
             })

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use vakt_api::config::{self, Protocol};
 
@@ -35,6 +36,8 @@ pub enum ConnectError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("the backend's connection limit is reached")]
+    Limit,
 }
 
 /// The pool of one endpoint.
@@ -48,6 +51,8 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     connections: metrics::ConnectionGauge,
+    /// The backend's `maxConnections`, shared by its endpoints.
+    slots: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
@@ -80,6 +85,7 @@ impl Pool {
         addr: SocketAddr,
         backend: &config::Backend,
         gauge: metrics::ConnectionGauge,
+        slots: Arc<Semaphore>,
     ) -> Self {
         Self {
             addr,
@@ -90,6 +96,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             connections: gauge,
+            slots,
         }
     }
 
@@ -161,18 +168,25 @@ impl Pool {
         })
     }
 
-    async fn tcp(&self) -> Result<TokioIo<TcpStream>, ConnectError> {
+    /// A new TCP connection and the connection slot it holds; waits for
+    /// a slot at most the connect timeout.
+    async fn tcp(&self) -> Result<(TokioIo<TcpStream>, OwnedSemaphorePermit), ConnectError> {
         let addr = self.addr;
+        let wait = self.slots.clone().acquire_owned();
+        let slot = tokio::time::timeout(self.connect_timeout, wait)
+            .await
+            .map_err(|_| ConnectError::Limit)?
+            .map_err(|_| ConnectError::Limit)?;
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr))?
             .map_err(|source| ConnectError::Io { addr, source })?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok((TokioIo::new(stream), slot))
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
-        let io = self.tcp().await?;
+        let (io, slot) = self.tcp().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -185,13 +199,13 @@ impl Pool {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
-            drop(guard);
+            drop((guard, slot));
         });
         Ok(sender)
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
-        let io = self.tcp().await?;
+        let (io, slot) = self.tcp().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -207,7 +221,7 @@ impl Pool {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
-            drop(guard);
+            drop((guard, slot));
         });
         Ok(sender)
     }
