@@ -25,13 +25,16 @@ for _ in $(seq 1 100); do
 done
 echo "vakt-proxy is ready: listener 127.0.0.1:15001, admin 127.0.0.1:15000"
 
-show() { echo; echo "\$ $*"; "$@"; echo; }
+show() { echo; echo "\$ ${*@Q}"; "$@"; echo; }
 show curl -s -i -H 'host: orders' http://127.0.0.1:15001/orders/42
 show curl -s -i --http2-prior-knowledge -H 'host: payments' http://127.0.0.1:15001/pay
 show curl -s -i -H 'host: unknown' http://127.0.0.1:15001/
 echo "\$ 200 requests to orders over HTTP/1.1 keep-alive"
-codes=$(for _ in $(seq 1 200); do echo "url = \"http://127.0.0.1:15001/orders/1\""; echo 'header = "host: orders"'; done \
-  | curl -s -K - -o /dev/null -w '%{http_code}\n' | sort | uniq -c)
+codes=$(for _ in $(seq 1 200); do
+    echo 'url = "http://127.0.0.1:15001/orders/1"'
+    echo 'header = "host: orders"'
+    echo 'output = "/dev/null"'
+  done | curl -s -K - -w '%{http_code}\n' | sort | uniq -c)
 echo "$codes"
 echo
 echo "\$ curl -s http://127.0.0.1:15000/metrics | grep vakt_requests_total"
