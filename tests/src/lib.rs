@@ -8,6 +8,8 @@
 //! - [`proxy`] writes a config, spawns `vakt-proxy`, waits for `/ready` and
 //!   captures its log lines.
 //! - [`client`] holds raw TCP, HTTP/1.1, h2c, gRPC and metrics helpers.
+//! - [`fault`] serves upstreams that fail on demand and reads the
+//!   proxy's view of its backends.
 //! - [`ports`] hands out free loopback addresses without collisions
 //!   between tests that run in parallel.
 
@@ -16,6 +18,7 @@
 pub mod body;
 pub mod client;
 pub mod example;
+pub mod fault;
 pub mod ports;
 pub mod proxy;
 pub mod server;
