@@ -98,7 +98,7 @@ async fn connection_named_and_hop_by_hop_fields_are_stripped_both_ways() {
     for (i, conn) in connections.iter().enumerate() {
         let req = format!(
             "GET /h{i} HTTP/1.1\r\nHost: svc-a\r\n{conn}X-Hop-Secret: s3\r\nX-Other: 1\r\n\
-             Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-End: keep\r\n\r\n"
+             Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-End: keep\r\n\r\n"
         );
         c.send(req.as_bytes()).await.unwrap();
         let resp = c.read_response(T).await.unwrap();
