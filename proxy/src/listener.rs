@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vakt_api::config::Limits;
 
+use crate::http::strict::StrictIo;
 use crate::server::{self, ConnInfo};
 use crate::state::Proxy;
 
@@ -98,12 +99,19 @@ struct Connection {
 impl Connection {
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        let max_head = self.proxy.limits.max_header_bytes;
         match self.proxy.edge[self.index].tls.clone() {
-            None => self.serve_http(stream, false).await,
+            None => {
+                self.serve_http(StrictIo::new(stream, max_head), false)
+                    .await
+            }
             Some(tls) => {
                 let timeout = self.proxy.limits.header_read_timeout.get();
                 match tls.accept(stream, timeout).await {
-                    Ok(stream) => self.serve_http(stream, true).await,
+                    Ok(stream) => {
+                        let stream = StrictIo::new(stream, max_head);
+                        self.serve_http(stream, true).await
+                    }
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "tls handshake failed")
                     }

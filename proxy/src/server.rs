@@ -89,6 +89,10 @@ async fn serve(
     if let Some(redirect) = &decision.rule.filters.redirect {
         return Ok(redirect_response(redirect, conn, &host, &req, decision));
     }
+    // Headers a client names in `Connection` go before anything reads
+    // them, so `Connection: x-forwarded-for` cannot hide its address.
+    let upgrade = headers::is_upgrade(req.headers());
+    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     let client = edge.trusted.forwarded(conn.peer.ip(), req.headers());
     guard::admit(&routing, decision, &mut req, client.client)?;
     let trusted_peer = edge.trusted.contains(conn.peer.ip());
@@ -116,6 +120,7 @@ async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let t = rule.timeouts;
     let upstream_req_grpc = is_grpc(&req);
+    let downstream_h1 = req.version() < Version::HTTP_2;
     let deadline = Deadline::from_request(req.headers(), Instant::now(), t.request, None);
     let limit = proxy.limits.max_body_bytes;
     let target = upstream::Target {
@@ -163,8 +168,13 @@ async fn forward(
         mods.apply(rsp.headers_mut());
     }
     let grpc = is_grpc_response(&rsp);
+    let declared = downstream_h1
+        && rsp.status() == StatusCode::NOT_MODIFIED
+        && rsp.headers().contains_key(CONTENT_LENGTH);
     let (parts, body) = rsp.into_parts();
-    let mut body = ProxyBody::upstream(body, t.idle, grpc).with_first(forwarded.first);
+    let mut body = ProxyBody::upstream(body, t.idle, grpc)
+        .with_first(forwarded.first)
+        .with_declared_length(declared);
     body.on_end(OnEnd {
         conn: forwarded.conn,
         in_flight: Some(forwarded.in_flight),

@@ -50,6 +50,7 @@ pub struct Pool {
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    h2_connecting: tokio::sync::Mutex<()>,
     connections: metrics::ConnectionGauge,
     /// The backend's `maxConnections`, shared by its endpoints.
     slots: Arc<Semaphore>,
@@ -95,6 +96,7 @@ impl Pool {
             idle_timeout: backend.connection_pool.idle_timeout.get(),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
             connections: gauge,
             slots,
         }
@@ -151,6 +153,18 @@ impl Pool {
     }
 
     async fn checkout_h2(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
+        let current = self.h2.lock().expect("pool lock").clone();
+        if let Some(s) = current
+            && !s.is_closed()
+        {
+            return Ok(Checkout {
+                sender: Sender::H2(s),
+                reused: true,
+            });
+        }
+        // One connect at a time: a burst on a cold pool shares the
+        // connection the first request opens.
+        let _connecting = self.h2_connecting.lock().await;
         let current = self.h2.lock().expect("pool lock").clone();
         if let Some(s) = current
             && !s.is_closed()

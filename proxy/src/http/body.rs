@@ -65,6 +65,9 @@ pub struct ProxyBody {
     kind: Kind,
     /// A frame read ahead (to see a gRPC status), sent first.
     first: Option<Frame<Bytes>>,
+    /// Keep the upstream's `Content-Length` on a response that has no
+    /// body (304): the server writes it only for a body of unknown size.
+    declared_length: bool,
     /// Turn an upstream failure into gRPC trailers (UNAVAILABLE).
     grpc: bool,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -101,11 +104,19 @@ impl ProxyBody {
         Self {
             kind,
             first: None,
+            declared_length: false,
             grpc: false,
             idle: None,
             sent: 0,
             on_end: OnEnd::default(),
         }
+    }
+
+    /// Keeps the response's `Content-Length` header although no body
+    /// follows (a 304 to a conditional request).
+    pub fn with_declared_length(mut self, keep: bool) -> Self {
+        self.declared_length = keep;
+        self
     }
 
     /// Sends `frame` before the rest of the body.
@@ -238,12 +249,12 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty | Kind::Done => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b) => self.first.is_none() && b.is_end_stream(),
+            Kind::Upstream(b) => !self.declared_length && self.first.is_none() && b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.first.is_some() {
+        if self.first.is_some() || self.declared_length {
             return SizeHint::default();
         }
         match &self.kind {

@@ -9,11 +9,21 @@
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Request, Version};
 
+use super::strict;
 use crate::respond::ProxyError;
 
 /// Checks the framing headers of a request from a client.
 pub fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
     let headers = req.headers();
+    if let Some(v) = headers.get(strict::REJECT_HEADER) {
+        let reason = std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| strict::REASONS.get(i))
+            .copied()
+            .unwrap_or("refused framing");
+        return Err(ProxyError::BadRequest(reason));
+    }
     let version = req.version();
     let has_te = headers.contains_key(TRANSFER_ENCODING);
 

@@ -5,3 +5,4 @@
 pub mod body;
 pub mod framing;
 pub mod headers;
+pub mod strict;

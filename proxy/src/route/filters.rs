@@ -171,15 +171,15 @@ impl PathMod {
     }
 }
 
-/// Joins a replacement prefix and the rest of a path with one `/`.
+/// Puts `rest` (empty, or starting with `/`) after a replacement prefix,
+/// keeping a trailing slash the request had (Gateway API semantics).
 fn join_path(prefix: &str, rest: &str) -> String {
     let prefix = prefix.trim_end_matches('/');
-    let rest = rest.trim_start_matches('/');
     match (prefix.is_empty(), rest.is_empty()) {
         (true, true) => "/".into(),
-        (true, false) => format!("/{rest}"),
         (false, true) => prefix.into(),
-        (false, false) => format!("{prefix}/{rest}"),
+        (_, false) if !rest.starts_with('/') => format!("{prefix}/{rest}"),
+        (_, false) => format!("{prefix}{rest}"),
     }
 }
 
@@ -203,6 +203,7 @@ mod tests {
         let m = PathMod::Prefix("/v2".into());
         assert_eq!(m.apply("/api/items/1", Some("/api")), "/v2/items/1");
         assert_eq!(m.apply("/api", Some("/api")), "/v2");
+        assert_eq!(m.apply("/api/", Some("/api")), "/v2/");
         let root = PathMod::Prefix("/".into());
         assert_eq!(root.apply("/api/items", Some("/api")), "/items");
     }

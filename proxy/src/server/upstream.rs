@@ -47,9 +47,7 @@ pub fn prepare(
     let (mut parts, body) = req.into_parts();
     let mut authority = original_authority(&parts.uri, &parts.headers)?;
 
-    let upgrade = headers::is_upgrade(&parts.headers);
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade);
     h.insert(headers::X_FORWARDED_FOR.clone(), forwarded_for);
     if !trusted_peer || !h.contains_key(&headers::X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
@@ -80,9 +78,10 @@ pub fn prepare(
         Protocol::Http1 => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
-            if let Some(a) = &authority
-                && let Ok(v) = HeaderValue::from_str(a.as_str())
-            {
+            // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one, so
+            // the backend's name stands in.
+            let host = authority.as_ref().map_or(&*backend.name, |a| a.as_str());
+            if let Ok(v) = HeaderValue::from_str(host) {
                 parts.headers.insert(HOST, v);
             }
         }
