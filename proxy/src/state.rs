@@ -6,8 +6,8 @@
 //! finish on it even if a new one is swapped in meanwhile.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 use vakt_api::config::{Limits, Listener};
@@ -56,6 +56,16 @@ pub struct Proxy {
     ready: AtomicBool,
     draining: AtomicBool,
     versions: AtomicU64,
+    /// The config file's part and the control plane's part; applies are
+    /// serialised on this lock.
+    layers: Mutex<Layers>,
+    fleet: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// The two sources of routes and backends.
+struct Layers {
+    file: Config,
+    snapshot: Option<Config>,
 }
 
 impl Proxy {
@@ -85,6 +95,11 @@ impl Proxy {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             versions: AtomicU64::new(1),
+            layers: Mutex::new(Layers {
+                file: config,
+                snapshot: None,
+            }),
+            fleet: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -93,25 +108,64 @@ impl Proxy {
         self.routing.load()
     }
 
-    /// Validates `config` against the running listeners and swaps it in.
+    /// Applies a new config file: its routes and backends replace the
+    /// file's previous ones, next to those from the control plane.
     /// Listener and admin changes are kept for the next start.
     pub fn apply(&self, config: Config) -> Result<u64, Problems> {
+        if config.listeners != self.listeners {
+            tracing::warn!("listener changes take effect at the next start");
+        }
+        let mut layers = self.layers.lock().expect("layers lock");
+        let version = self.swap(&config, layers.snapshot.as_ref())?;
+        layers.file = config;
+        Ok(version)
+    }
+
+    /// Applies a control-plane snapshot: its routes, backends and rate
+    /// limits replace the previous snapshot's, next to the file's.
+    pub fn apply_snapshot(&self, snapshot: Config) -> Result<u64, Problems> {
+        let mut layers = self.layers.lock().expect("layers lock");
+        let version = self.swap(&layers.file, Some(&snapshot))?;
+        layers.snapshot = Some(snapshot);
+        Ok(version)
+    }
+
+    /// Merges the layers, validates the result against the running
+    /// listeners and swaps it in.
+    fn swap(&self, file: &Config, snapshot: Option<&Config>) -> Result<u64, Problems> {
+        let config = merge(file, snapshot)?;
         let mut problems = Problems::default();
         vakt_api::validate::check_backends(&config.backends, &mut problems);
         let names: Vec<&str> = self.listener_names.iter().map(|n| &**n).collect();
         vakt_api::validate::check_routes(&config, Some(&names), &mut problems);
         problems.into_result()?;
 
-        if config.listeners != self.listeners {
-            tracing::warn!("listener changes take effect at the next start");
-        }
         let current = self.routing.load();
         let version = self.versions.load(Ordering::Relaxed) + 1;
         let routing = build(version, config, &self.listener_names, Some(&current))?;
+        self.apply_fleet(&routing);
         self.versions.store(version, Ordering::Relaxed);
         self.routing.store(Arc::new(routing));
         tracing::info!(version, "config applied");
         Ok(version)
+    }
+
+    /// Endpoints the fleet reports unhealthy, as (backend, endpoint); kept
+    /// for backends built later.
+    pub fn set_fleet_health(&self, unhealthy: &[(String, String)]) {
+        let mut by_backend: HashMap<String, Vec<String>> = HashMap::new();
+        for (b, e) in unhealthy {
+            by_backend.entry(b.clone()).or_default().push(e.clone());
+        }
+        *self.fleet.lock().expect("fleet lock") = by_backend;
+        self.apply_fleet(&self.routing.load());
+    }
+
+    fn apply_fleet(&self, routing: &Routing) {
+        let fleet = self.fleet.lock().expect("fleet lock");
+        for (name, backend) in &routing.backends {
+            backend.set_fleet_health(fleet.get(name).map_or(&[][..], |v| &v[..]));
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -242,4 +296,37 @@ fn listener_edges(listeners: &[Listener]) -> Result<Vec<ListenerEdge>, Problems>
         });
     }
     problems.into_result().map(|()| out)
+}
+
+/// The file's routes, backends and rate limits with the snapshot's; a
+/// name both define is a problem.
+fn merge(file: &Config, snapshot: Option<&Config>) -> Result<Config, Problems> {
+    let mut merged = file.clone();
+    let Some(snap) = snapshot else {
+        return Ok(merged);
+    };
+    let mut problems = Problems::default();
+    let clash = |kind: &str, name: &str, problems: &mut Problems| {
+        let why = "defined both in the config file and by the control plane";
+        problems.push(format!("{kind}[{name}]"), why);
+    };
+    for r in &snap.routes {
+        if file.routes.iter().any(|f| f.name == r.name) {
+            clash("routes", &r.name, &mut problems);
+        }
+        merged.routes.push(r.clone());
+    }
+    for b in &snap.backends {
+        if file.backends.iter().any(|f| f.name == b.name) {
+            clash("backends", &b.name, &mut problems);
+        }
+        merged.backends.push(b.clone());
+    }
+    for l in &snap.rate_limits {
+        if file.rate_limits.iter().any(|f| f.name == l.name) {
+            clash("rateLimits", &l.name, &mut problems);
+        }
+        merged.rate_limits.push(l.clone());
+    }
+    problems.into_result().map(|()| merged)
 }
