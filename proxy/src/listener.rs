@@ -100,16 +100,17 @@ impl Connection {
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let max_head = self.proxy.limits.max_header_bytes;
+        let head_timeout = self.proxy.limits.header_read_timeout.get();
         match self.proxy.edge[self.index].tls.clone() {
             None => {
-                self.serve_http(StrictIo::new(stream, max_head), false)
+                self.serve_http(StrictIo::new(stream, max_head, head_timeout), false)
                     .await
             }
             Some(tls) => {
                 let timeout = self.proxy.limits.header_read_timeout.get();
                 match tls.accept(stream, timeout).await {
                     Ok(stream) => {
-                        let stream = StrictIo::new(stream, max_head);
+                        let stream = StrictIo::new(stream, max_head, head_timeout);
                         self.serve_http(stream, true).await
                     }
                     Err(e) => {

@@ -112,7 +112,7 @@ impl ProxyError {
     /// Whether the client connection must be closed after the answer:
     /// after a framing error nothing more on it can be trusted.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_))
+        matches!(self, Self::BadRequest(_) | Self::HeadersTooLarge)
     }
 }
 

@@ -285,10 +285,16 @@ impl Breaker {
         let now = Instant::now();
         let inner = self.shared.lock();
         let (requests, failures, slow) = inner.window.sums(now);
-        let open = inner.state == BreakerState::Open;
+        // An open period that is over shows as half-open: that is what the
+        // next request finds.
+        let state = match inner.state {
+            BreakerState::Open if now >= inner.open_until => BreakerState::HalfOpen,
+            state => state,
+        };
+        let open = state == BreakerState::Open;
         let remaining = inner.open_until.saturating_duration_since(now);
         BreakerSnapshot {
-            state: inner.state,
+            state,
             consecutive_failures: inner.consecutive,
             window_requests: requests,
             window_failures: failures,

@@ -16,13 +16,14 @@ use crate::respond::ProxyError;
 pub fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
     let headers = req.headers();
     if let Some(v) = headers.get(strict::REJECT_HEADER) {
-        let reason = std::str::from_utf8(v.as_bytes())
+        let index = std::str::from_utf8(v.as_bytes())
             .ok()
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| strict::REASONS.get(i))
-            .copied()
-            .unwrap_or("refused framing");
-        return Err(ProxyError::BadRequest(reason));
+            .and_then(|i| i.parse::<usize>().ok());
+        if index == Some(strict::TOO_LARGE) {
+            return Err(ProxyError::HeadersTooLarge);
+        }
+        let reason = index.and_then(|i| strict::REASONS.get(i)).copied();
+        return Err(ProxyError::BadRequest(reason.unwrap_or("refused framing")));
     }
     let version = req.version();
     let has_te = headers.contains_key(TRANSFER_ENCODING);

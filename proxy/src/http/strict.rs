@@ -16,16 +16,18 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Header that marks a request [`StrictIo`] refused; its value indexes
 /// [`REASONS`]. A client cannot send it: a head carrying it is refused.
 pub const REJECT_HEADER: &str = "vakt-reject";
 
 /// Why a request head was refused, by index.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 9] = [
     "bare line feed",
     "obs-fold",
     "both content-length and transfer-encoding",
@@ -34,7 +36,11 @@ pub const REASONS: [&str; 8] = [
     "repeated content-length",
     "invalid content-length",
     "reserved header",
+    "headers too large",
 ];
+
+/// Index in [`REASONS`] of a head over the size limit (431, not 400).
+pub const TOO_LARGE: usize = 8;
 
 /// A client connection whose HTTP/1 request framing is checked.
 pub struct StrictIo<T> {
@@ -45,6 +51,10 @@ pub struct StrictIo<T> {
     /// Examined bytes for the reader.
     ready: BytesMut,
     max_head: usize,
+    head_timeout: Duration,
+    /// When the head being read must be complete: armed at the start of
+    /// the connection and at the first byte of each later head.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,15 +96,18 @@ enum Chunk {
 }
 
 impl<T> StrictIo<T> {
-    /// Wraps a connection; request heads longer than `max_head` bytes are
-    /// passed on for the server to refuse with 431.
-    pub fn new(inner: T, max_head: usize) -> Self {
+    /// Wraps a connection. Request heads longer than `max_head` bytes are
+    /// refused (431); a head, or the HTTP/2 preface, that takes longer
+    /// than `head_timeout` to arrive ends the connection.
+    pub fn new(inner: T, max_head: usize, head_timeout: Duration) -> Self {
         Self {
             inner,
             state: State::Head,
             pending: BytesMut::new(),
             ready: BytesMut::new(),
             max_head,
+            head_timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
         }
     }
 
@@ -137,24 +150,32 @@ impl<T> StrictIo<T> {
         self.pending.advance(skip);
         let Some(end) = head_end(&self.pending) else {
             if self.pending.len() > self.max_head {
-                // Too long: the server refuses it with 431.
-                self.state = State::Tunnel;
+                self.refuse(TOO_LARGE);
+                return true;
             }
             return false;
         };
+        if end > self.max_head {
+            self.refuse(TOO_LARGE);
+            return true;
+        }
         let head = self.pending.split_to(end);
         match check_head(&head) {
             Ok(next) => {
                 self.ready.unsplit(head);
                 self.state = next;
+                self.deadline = None;
             }
-            Err(reason) => {
-                self.ready.extend_from_slice(&refusal(reason));
-                self.pending.clear();
-                self.state = State::Refused;
-            }
+            Err(reason) => self.refuse(reason),
         }
         true
+    }
+
+    fn refuse(&mut self, reason: usize) {
+        self.ready.extend_from_slice(&refusal(reason));
+        self.pending.clear();
+        self.state = State::Refused;
+        self.deadline = None;
     }
 
     fn chunked(&mut self, mut c: Chunk) {
@@ -394,11 +415,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictIo<T> {
                 _ => {}
             }
             this.pending.reserve(8 * 1024);
-            let read = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.inner),
-                cx,
-                &mut this.pending
-            ))?;
+            let polled =
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending);
+            let read = match polled {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return this.head_deadline(cx),
+            };
             if read == 0 {
                 // End of input inside a head: pass it on as it is; the
                 // server reports the incomplete message.
@@ -416,6 +438,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> StrictIo<T> {
+    /// Nothing to read now: fails once a head that has begun (or the first
+    /// one) is overdue.
+    fn head_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state != State::Head {
+            return Poll::Pending;
+        }
+        if self.deadline.is_none() && !self.pending.is_empty() {
+            let timeout = self.head_timeout;
+            self.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+        let overdue = self
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if overdue {
+            tracing::debug!("request head not complete in time; closing");
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
+    }
+
     /// Reads body bytes straight into the reader's buffer, keeping what
     /// lies past the body for the next head.
     fn read_body(

@@ -21,33 +21,38 @@ pub fn admit(
     client: IpAddr,
 ) -> Result<(), ProxyError> {
     let route = &decision.rule.route;
-    let mut subject = None;
-    if let Some(auth) = &route.auth {
-        let checked = auth.check(req.headers());
-        let outcome = checked
-            .as_ref()
-            .map_or_else(|e| e.outcome(), |_| AuthOutcome::Allowed);
-        route.metrics.auth(outcome);
-        match checked {
-            Ok(identity) => {
-                identity.apply(req.headers_mut());
-                subject = identity.subject;
+    let identity = match &route.auth {
+        None => None,
+        Some(auth) => {
+            let checked = auth.check(req.headers());
+            let outcome = checked
+                .as_ref()
+                .map_or_else(|e| e.outcome(), |_| AuthOutcome::Allowed);
+            route.metrics.auth(outcome);
+            match checked {
+                Ok(identity) => Some(identity),
+                Err(AuthError::Forbidden) => return Err(ProxyError::Forbidden),
+                Err(e) => return Err(ProxyError::Unauthenticated(e.challenge().cloned())),
             }
-            Err(AuthError::Forbidden) => return Err(ProxyError::Forbidden),
-            Err(e) => return Err(ProxyError::Unauthenticated(e.challenge().cloned())),
         }
-    }
+    };
 
+    // The key is read before the credential headers are removed, so a
+    // limit keyed by the API key header counts each caller apart.
     let limiter = &routing.rate_limiter;
     if let Some(policy) = limiter.route(&route.name) {
+        let subject = identity.as_ref().and_then(|i| i.subject.as_deref());
         let key = limiter
             .key_source(policy)
-            .key(client, req.headers(), subject.as_deref());
+            .key(client, req.headers(), subject);
         let decision = limiter.check(policy, key);
         if !decision.allowed {
             route.metrics.rate_limited();
             return Err(ProxyError::RateLimited(decision));
         }
+    }
+    if let Some(identity) = identity {
+        identity.apply(req.headers_mut());
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ async fn through(input: &[u8], chunk: usize) -> Vec<u8> {
         }
         client.shutdown().await.unwrap();
     });
-    let mut io = StrictIo::new(server, 16 * 1024);
+    let mut io = StrictIo::new(server, 16 * 1024, std::time::Duration::from_secs(10));
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     // A refused connection never reads on: stop when nothing more comes.
@@ -106,4 +106,45 @@ fn head_ends_where_a_lenient_parser_sees_them() {
     assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
     assert_eq!(head_end(b"GET / HTTP/1.1\n\nrest"), Some(16));
     assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_does_not_arrive_in_time_ends_the_connection() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    let mut io = StrictIo::new(server, 16 * 1024, std::time::Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let err = io.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
+
+    // After a complete request, an idle keep-alive connection waits; a
+    // head that starts must finish within the timeout.
+    let (mut client2, server2) = tokio::io::duplex(1024);
+    let mut io = StrictIo::new(server2, 16 * 1024, std::time::Duration::from_secs(2));
+    use tokio::io::AsyncWriteExt;
+    client2
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = io.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let idle = tokio::time::timeout(std::time::Duration::from_secs(60), io.read(&mut buf)).await;
+    assert!(idle.is_err(), "an idle keep-alive connection is not cut");
+    client2.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    let err = io.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversize_head_is_refused_as_too_large() {
+    let mut input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    input.extend_from_slice(b"\r\n\r\n");
+    let out = String::from_utf8(through(&input, 4096).await).unwrap();
+    assert!(
+        out.contains(&format!("{REJECT_HEADER}: {TOO_LARGE}")),
+        "{out}"
+    );
 }
