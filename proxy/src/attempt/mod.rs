@@ -242,12 +242,12 @@ impl<'a> Attempts<'a> {
         let outcome = grpc::settle_head(
             &mut fwd,
             verdict,
-            self.can_retry(),
+            self.can_retry(true),
             self.attempt_end(started),
         )
         .await;
         let retry = outcome.is_some_and(|o| self.retryable(&fwd, o));
-        if retry && self.take_retry() {
+        if retry && self.take_retry(true) {
             let wait = self.backoff_wait(&fwd);
             if let Some(wait) = wait {
                 drop(fwd);
@@ -284,7 +284,7 @@ impl<'a> Attempts<'a> {
         index: usize,
     ) -> Result<Option<Forwarded>, ProxyError> {
         let on_error = !matches!(err, ProxyError::BodyTooLarge);
-        if on_error && self.repeatable && self.take_retry() {
+        if on_error && self.take_retry(false) {
             let now = Instant::now();
             let deadline = self.plan.deadline.map(|d| d.instant());
             if let Some(wait) = self
@@ -300,10 +300,13 @@ impl<'a> Attempts<'a> {
         Err(err)
     }
 
-    /// Whether a retry could still happen, before looking at a response.
-    fn can_retry(&self) -> bool {
+    /// Whether a retry could still happen. A status the policy names may
+    /// be retried for gRPC calls too (a status is an answer, as gRPC's own
+    /// retry policy has it); a failure after sending only for requests
+    /// that may be repeated.
+    fn can_retry(&self, on_status: bool) -> bool {
         self.plan.retry.is_some_and(|r| self.retries < r.attempts)
-            && self.repeatable
+            && (self.repeatable || (on_status && self.plan.grpc))
             && self.body.as_ref().is_some_and(|b| b.again().is_some())
     }
 
@@ -324,8 +327,8 @@ impl<'a> Attempts<'a> {
     }
 
     /// Spends one retry from the policy and the backend's budget.
-    fn take_retry(&mut self) -> bool {
-        if !self.can_retry() {
+    fn take_retry(&mut self, on_status: bool) -> bool {
+        if !self.can_retry(on_status) {
             return false;
         }
         if !self.backend.budget.try_withdraw() {
