@@ -29,6 +29,13 @@ show() { echo; echo "\$ ${*@Q}"; "$@"; echo; }
 show curl -s -i -H 'host: orders' http://127.0.0.1:15001/orders/42
 show curl -s -i --http2-prior-knowledge -H 'host: payments' http://127.0.0.1:15001/pay
 show curl -s -i -H 'host: unknown' http://127.0.0.1:15001/
+echo "\$ recommendations is down: its callers get the fallback at once, its breaker opens"
+for _ in 1 2 3 4; do
+  curl -s -o /dev/null -H 'host: recommendations' http://127.0.0.1:15001/recs \
+    -w '%{http_code} vakt-fallback: %header{vakt-fallback} in %{time_total}s\n'
+done
+curl -s http://127.0.0.1:15000/metrics | grep -E '^vakt_(breaker_state|fallbacks_total)'
+echo
 echo "\$ 200 requests to orders over HTTP/1.1 keep-alive"
 codes=$(for _ in $(seq 1 200); do
     echo 'url = "http://127.0.0.1:15001/orders/1"'

@@ -269,6 +269,11 @@ impl<'a> Attempts<'a> {
         if self.unsent_tries >= MAX_UNSENT_TRIES {
             return Err(ProxyError::ConnectFailed);
         }
+        // A refused connect goes to another endpoint, never the same one
+        // again at once.
+        if connect && self.unsent_tries >= self.backend.endpoints().list.len() {
+            return Err(ProxyError::ConnectFailed);
+        }
         if connect {
             self.avoid = Some(index);
         } else {
