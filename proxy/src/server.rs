@@ -155,10 +155,31 @@ async fn forward(
     };
     log.upstream_host = Some(forwarded.in_flight.endpoint().label.clone());
     log.upstream_time = Some(forwarded.upstream_time);
+    let client = ClientSide {
+        upgrade: downstream_upgrade,
+        http1: downstream_h1,
+    };
+    Ok(client_response(forwarded, rule, client))
+}
 
+/// What the response must fit on the client's side.
+struct ClientSide {
+    /// The client's half of a protocol upgrade, if it asked for one.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    http1: bool,
+}
+
+/// The client's response from an upstream one: connection headers
+/// removed, the rule's response filters applied, and the body wrapped so
+/// its end returns the connection, settles the attempt and logs.
+fn client_response(
+    forwarded: attempt::Forwarded,
+    rule: &crate::route::RuleEntry,
+    client: ClientSide,
+) -> Response<ProxyBody> {
     let mut rsp = forwarded.response;
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
+        if let Some(down) = client.upgrade {
             upstream::splice_upgrade(&mut rsp, down);
         }
     } else {
@@ -168,11 +189,11 @@ async fn forward(
         mods.apply(rsp.headers_mut());
     }
     let grpc = is_grpc_response(&rsp);
-    let declared = downstream_h1
+    let declared = client.http1
         && rsp.status() == StatusCode::NOT_MODIFIED
         && rsp.headers().contains_key(CONTENT_LENGTH);
     let (parts, body) = rsp.into_parts();
-    let mut body = ProxyBody::upstream(body, t.idle, grpc)
+    let mut body = ProxyBody::upstream(body, rule.timeouts.idle, grpc)
         .with_first(forwarded.first)
         .with_declared_length(declared);
     body.on_end(OnEnd {
@@ -182,7 +203,7 @@ async fn forward(
         verdict: forwarded.verdict,
         log: None,
     });
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 /// Whether every attempt ended in a status the retry policy names, so a
