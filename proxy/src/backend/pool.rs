@@ -153,26 +153,18 @@ impl Pool {
     }
 
     async fn checkout_h2(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
-        let current = self.h2.lock().expect("pool lock").clone();
-        if let Some(s) = current
-            && !s.is_closed()
-        {
-            return Ok(Checkout {
-                sender: Sender::H2(s),
-                reused: true,
-            });
+        let reused = |s| Checkout {
+            sender: Sender::H2(s),
+            reused: true,
+        };
+        if let Some(s) = self.live_h2() {
+            return Ok(reused(s));
         }
         // One connect at a time: a burst on a cold pool shares the
         // connection the first request opens.
         let _connecting = self.h2_connecting.lock().await;
-        let current = self.h2.lock().expect("pool lock").clone();
-        if let Some(s) = current
-            && !s.is_closed()
-        {
-            return Ok(Checkout {
-                sender: Sender::H2(s),
-                reused: true,
-            });
+        if let Some(s) = self.live_h2() {
+            return Ok(reused(s));
         }
         let s = self.connect_h2().await?;
         *self.h2.lock().expect("pool lock") = Some(s.clone());
@@ -180,6 +172,11 @@ impl Pool {
             sender: Sender::H2(s),
             reused: false,
         })
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let h2 = self.h2.lock().expect("pool lock");
+        h2.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
     /// A new TCP connection and the connection slot it holds; waits for
