@@ -31,3 +31,21 @@ pub mod discovery {
         tonic::include_proto!("vakt.discovery.v1");
     }
 }
+
+/// Adds `authorization: Bearer <token>` to every call of a client.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::AsciiMetadataValue);
+
+impl Bearer {
+    /// Fails when the token is not printable ASCII.
+    pub fn new(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        format!("Bearer {token}").parse().map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}

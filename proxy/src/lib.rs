@@ -1,1 +1,3 @@
 //! vakt-proxy
+
+pub mod discovery;
