@@ -17,3 +17,12 @@ pub use config::Config;
 pub use duration::Duration;
 pub use load::{load_file, load_str};
 pub use problem::{Problem, Problems};
+
+pub mod convert;
+pub mod httproute;
+pub mod pb;
+
+/// Re-exported so the proxy reaches gRPC through this crate alone.
+pub use prost;
+/// Re-exported so the proxy reaches gRPC through this crate alone.
+pub use tonic;

@@ -7,8 +7,10 @@
 //! asks the [`backend`]'s balancer for an endpoint and a pooled connection
 //! and forwards the request. Anything the proxy answers itself is built in
 //! one place, [`respond`]. On the edge, [`edge`] terminates TLS and
-//! checks who is calling and how often. [`state`] holds the running config, swapped
-//! atomically on reload; [`admin`] and [`telemetry`] make it observable.
+//! checks who is calling and how often. [`state`] holds the running
+//! config, swapped atomically on reload or when [`discovery`] brings a
+//! snapshot from the control plane; [`admin`] and [`telemetry`] make it
+//! observable.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod app;
 pub mod attempt;
 pub mod backend;
 pub mod cli;
+pub mod discovery;
 pub mod edge;
 pub mod http;
 pub mod listener;
