@@ -67,14 +67,20 @@ fn route(
     }
 }
 
+/// `/ready`: the verdict on the first line, where the config comes from
+/// on the second.
 fn ready(proxy: &Proxy) -> AdminResponse {
-    if proxy.is_draining() {
-        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if proxy.is_ready() {
-        text(StatusCode::OK, "ready\n")
+    let (status, verdict) = if proxy.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !proxy.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if proxy.awaiting_snapshot() {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for config")
     } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    }
+        (StatusCode::OK, "ready")
+    };
+    let body = format!("{verdict}\n{}\n", proxy.config_detail());
+    reply(status, "text/plain", body)
 }
 
 fn backends(proxy: &Proxy) -> AdminResponse {

@@ -11,7 +11,7 @@ use vakt_api::{Config, Problems};
 use crate::cli::Cli;
 use crate::state::Proxy;
 use crate::telemetry::{access_log, logging, metrics};
-use crate::{admin, listener, reload};
+use crate::{admin, discovery, listener, reload};
 
 /// The config used when no file is given: a local mesh in front of the
 /// example services.
@@ -42,14 +42,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let metrics = metrics::install().context("installing the metrics recorder")?;
-    serve(config, cli.config.as_deref(), Some(metrics)).await?;
+    let sources = Sources {
+        path: cli.config.as_deref(),
+        discovery: cli.discovery.clone(),
+    };
+    serve(config, sources, Some(metrics)).await?;
     Ok(0)
+}
+
+/// Where config comes from besides the bootstrap: the file to watch and
+/// the control plane to follow.
+pub struct Sources<'a> {
+    pub path: Option<&'a Path>,
+    pub discovery: discovery::Options,
 }
 
 /// Serves `config` until a termination signal, then drains and returns.
 pub async fn serve(
     config: Config,
-    path: Option<&Path>,
+    sources: Sources<'_>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<()> {
     let drain = config.drain.clone();
@@ -79,9 +90,10 @@ pub async fn serve(
         );
         tasks.push(tokio::spawn(task));
     }
-    if let Some(path) = path {
+    if let Some(path) = sources.path {
         tokio::spawn(reload::watch(proxy.clone(), path.to_path_buf()));
     }
+    proxy.set_discovery(discovery::spawn(sources.discovery, proxy.clone()));
     proxy.set_ready(true);
     tracing::info!(listeners = proxy.listeners.len(), admin = %admin_addr, "proxy ready");
 

@@ -29,6 +29,9 @@ pub struct Cli {
     #[arg(long, env = "VAKT_WORKERS")]
     pub workers: Option<usize>,
 
+    #[command(flatten)]
+    pub discovery: crate::discovery::Options,
+
     /// Write one JSON access-log line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VAKT_ACCESS_LOG")]
     pub access_log: bool,

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use vakt_api::config::{Limits, Listener};
 use vakt_api::{Config, Problems};
 
 use crate::backend::Backend;
+use crate::discovery::{self, EndpointObservation, SnapshotSink};
 use crate::edge::auth::Authenticator;
 use crate::edge::client_ip::TrustedProxies;
 use crate::edge::conn_limit::ConnLimiter;
@@ -60,6 +61,8 @@ pub struct Proxy {
     /// serialised on this lock.
     layers: Mutex<Layers>,
     fleet: Mutex<HashMap<String, Vec<String>>>,
+    /// The control-plane client's status, when one runs.
+    discovery: OnceLock<discovery::Handle>,
 }
 
 /// The two sources of routes and backends.
@@ -100,6 +103,7 @@ impl Proxy {
                 snapshot: None,
             }),
             fleet: Mutex::new(HashMap::new()),
+            discovery: OnceLock::new(),
         }))
     }
 
@@ -165,6 +169,27 @@ impl Proxy {
         let fleet = self.fleet.lock().expect("fleet lock");
         for (name, backend) in &routing.backends {
             backend.set_fleet_health(fleet.get(name).map_or(&[][..], |v| &v[..]));
+        }
+    }
+
+    /// Remembers the control-plane client's status for `/ready`.
+    pub fn set_discovery(&self, handle: discovery::Handle) {
+        let _ = self.discovery.set(handle);
+    }
+
+    /// Whether a control plane is configured but no snapshot has been
+    /// served yet (neither received nor read from the disk cache).
+    pub fn awaiting_snapshot(&self) -> bool {
+        self.discovery
+            .get()
+            .is_some_and(|h| h.enabled() && h.source() == discovery::Source::None)
+    }
+
+    /// One line on where the config comes from, for `/ready`.
+    pub fn config_detail(&self) -> String {
+        match self.discovery.get() {
+            Some(h) => h.detail(),
+            None => "static config; no control plane".into(),
         }
     }
 
@@ -329,4 +354,40 @@ fn merge(file: &Config, snapshot: Option<&Config>) -> Result<Config, Problems> {
         merged.rate_limits.push(l.clone());
     }
     problems.into_result().map(|()| merged)
+}
+
+impl SnapshotSink for Proxy {
+    fn apply(&self, version: u64, config: Config) -> Result<(), Problems> {
+        let applied = self.apply_snapshot(config)?;
+        tracing::info!(snapshot = version, config = applied, "snapshot applied");
+        Ok(())
+    }
+
+    fn set_fleet_health(&self, unhealthy: &[(String, String)]) {
+        Proxy::set_fleet_health(self, unhealthy);
+    }
+
+    fn observations(&self) -> Vec<EndpointObservation> {
+        let routing = self.routing.load();
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        for (name, backend) in &routing.backends {
+            let set = backend.endpoints();
+            for (i, e) in set.list.iter().enumerate() {
+                let (requests, failures) = set.ejection.take_counts(i);
+                let ejected = set.ejection.is_ejected(i, now);
+                if requests == 0 && !ejected {
+                    continue;
+                }
+                out.push(EndpointObservation {
+                    backend: name.clone(),
+                    endpoint: e.label.to_string(),
+                    ejected,
+                    failure_rate: failures as f64 / requests.max(1) as f64,
+                    requests,
+                });
+            }
+        }
+        out
+    }
 }

@@ -85,6 +85,9 @@ struct EndpointState {
     unhealthy: AtomicBool,
     fleet_down: AtomicBool,
     ejections_total: AtomicU64,
+    /// Attempts and failures since the counts were last taken.
+    attempts: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl EndpointState {
@@ -97,6 +100,8 @@ impl EndpointState {
             unhealthy: AtomicBool::new(false),
             fleet_down: AtomicBool::new(false),
             ejections_total: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -164,6 +169,14 @@ impl Ejection {
     /// Feeds one attempt's outcome on endpoint `index` to outlier
     /// detection.
     pub fn record(&self, index: usize, outcome: Outcome, now: Instant) {
+        if let Some(e) = self.endpoints.get(index)
+            && outcome != Outcome::Neutral
+        {
+            e.attempts.fetch_add(1, Ordering::Relaxed);
+            if outcome.is_failure() {
+                e.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let (Some(outlier), Some(e)) = (&self.outlier, self.endpoints.get(index)) else {
             return;
         };
@@ -177,6 +190,23 @@ impl Ejection {
                 }
             }
         }
+    }
+
+    /// Attempts and failures on endpoint `index` since the last call, for
+    /// reports to the control plane.
+    pub fn take_counts(&self, index: usize) -> (u64, u64) {
+        self.endpoints.get(index).map_or((0, 0), |e| {
+            (
+                e.attempts.swap(0, Ordering::Relaxed),
+                e.failures.swap(0, Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Whether endpoint `index` is ejected by outlier detection now.
+    pub fn is_ejected(&self, index: usize, now: Instant) -> bool {
+        let now_ms = self.millis(now);
+        self.endpoints.get(index).is_some_and(|e| e.ejected(now_ms))
     }
 
     /// Sets what the active health check decided for endpoint `index`.
