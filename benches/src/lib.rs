@@ -1,3 +1,9 @@
-//! Benchmarks of vakt live in `benches/` (criterion, `cargo bench -p
-//! vakt-benches`) and in the scripts beside this crate: `peers.sh` puts
-//! the proxy side by side with NGINX and HAProxy under the same load.
+//! Benchmarks of vakt:
+//!
+//! - `cargo bench -p vakt-benches` runs the micro-benchmarks in
+//!   `benches/` (criterion), such as route lookup;
+//! - `cargo run --release -p vakt-benches --bin control-fanout` measures
+//!   how fast a change reaches 1,000 connected proxies and what each one
+//!   costs the control plane;
+//! - `benches/peers.sh` puts the proxy side by side with NGINX and HAProxy
+//!   under the same load.

@@ -20,7 +20,7 @@ use crate::state::Shared;
 use crate::store::{Revision, StoreError};
 
 /// How often a change is recomputed when another replica stored first.
-const CONFLICT_RETRIES: usize = 5;
+const CONFLICT_RETRIES: u32 = 20;
 
 /// The config service of one replica.
 pub struct ConfigApi {
@@ -68,6 +68,10 @@ impl ConfigApi {
                 }
                 Err(StoreError::Conflict(v)) => {
                     tracing::info!(newest = v, "another replica stored first; retrying");
+                    // A random pause keeps two replicas from colliding
+                    // again in lockstep.
+                    let ms = fastrand::u64(1..=20);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
                 Err(e) => return Err(internal(e)),
             }

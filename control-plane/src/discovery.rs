@@ -95,6 +95,8 @@ async fn serve_node(
     let mut sent = hello.version;
     let cur = revs.borrow_and_update().clone();
     let unhealthy = health.borrow_and_update().clone();
+    let closing = shared.closing();
+    tokio::pin!(closing);
     let first = if cur.version != 0 && cur.version != sent {
         sent = cur.version;
         snapshot(&cur, &unhealthy)
@@ -104,6 +106,7 @@ async fn serve_node(
     if tx.send(Ok(first)).await.is_ok() {
         loop {
             tokio::select! {
+                () = &mut closing => break,
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => on_message(&shared, &node, m),
                     Ok(None) | Err(_) => break,

@@ -81,12 +81,18 @@ pub struct Running {
 
 impl Running {
     /// Stops serving and waits for the listener to close.
-    pub async fn shutdown(self) {
+    /// Stops serving: ends every proxy stream, then waits up to 5 s for
+    /// the listener to close.
+    pub async fn shutdown(mut self) {
+        self.shared.close();
         let _ = self.stop.send(());
         for t in &self.background {
             t.abort();
         }
-        let _ = self.task.await;
+        let wait = tokio::time::timeout(Duration::from_secs(5), &mut self.task);
+        if wait.await.is_err() {
+            self.task.abort();
+        }
     }
 
     /// Serves until the process ends or the server fails.
@@ -169,7 +175,7 @@ async fn open_store(opts: &ServeOptions) -> anyhow::Result<Store> {
             let s = tokio::time::timeout(Duration::from_secs(10), connect)
                 .await
                 .context("etcd did not answer within 10s")??;
-            Store::Etcd(s)
+            Store::Etcd(Arc::new(s))
         }
     })
 }
@@ -185,7 +191,7 @@ async fn expire_reports(shared: Arc<Shared>) {
 
 /// Publishes each version any replica stores in etcd; re-watches after
 /// errors, catching up on what was missed.
-async fn follow_etcd(shared: Arc<Shared>, etcd: EtcdStore) {
+async fn follow_etcd(shared: Arc<Shared>, etcd: Arc<EtcdStore>) {
     loop {
         if let Ok(Some(rev)) = etcd.head().await {
             shared.publish(rev);

@@ -26,6 +26,8 @@ pub struct Shared {
     health: Mutex<HealthBook>,
     /// Serializes changes made through this replica.
     pub change_lock: tokio::sync::Mutex<()>,
+    /// Turns true when the replica shuts down; streams end then.
+    closing: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -44,6 +46,7 @@ impl Shared {
             unhealthy: watch::Sender::new(Arc::default()),
             health: Mutex::new(HealthBook::new(policy)),
             change_lock: tokio::sync::Mutex::new(()),
+            closing: watch::Sender::new(false),
         }))
     }
 
@@ -53,6 +56,19 @@ impl Shared {
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Revision>> {
         self.current.subscribe()
+    }
+
+    /// Resolves when the replica shuts down.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    /// Ends every proxy stream.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     pub fn subscribe_health(&self) -> watch::Receiver<Unhealthy> {

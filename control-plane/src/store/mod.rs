@@ -45,7 +45,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub enum Store {
     Embedded(Arc<EmbeddedStore>),
-    Etcd(EtcdStore),
+    Etcd(Arc<EtcdStore>),
 }
 
 impl Revision {
