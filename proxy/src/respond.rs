@@ -109,6 +109,15 @@ impl ProxyError {
         grpc_status_for(self.status())
     }
 
+    /// Whether the client caused it (a bad or oversize request, a body
+    /// that failed), so it says nothing about the upstream.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::BodyTooLarge | Self::HeadersTooLarge
+        )
+    }
+
     /// Whether the client connection must be closed after the answer:
     /// after a framing error nothing more on it can be trusted.
     pub fn closes_connection(&self) -> bool {

@@ -223,6 +223,11 @@ impl<'a> Attempts<'a> {
                 tracing::debug!(backend = %self.backend.name, %reason, "request not sent; trying again");
                 return self.again_unsent(*req, connect, index);
             }
+            Some(Err(SendError::Failed(err))) if err.is_client_fault() => {
+                // Neither the upstream's failure nor worth another try.
+                verdict.record(Outcome::Neutral);
+                return Err(err);
+            }
             Some(Err(SendError::Failed(err))) => {
                 verdict.record(Outcome::Failure(FailureReason::Reset));
                 return self.retry_after_failure(err, index).await;
@@ -288,8 +293,7 @@ impl<'a> Attempts<'a> {
         err: ProxyError,
         index: usize,
     ) -> Result<Option<Forwarded>, ProxyError> {
-        let on_error = !matches!(err, ProxyError::BodyTooLarge);
-        if on_error && self.take_retry(false) {
+        if self.take_retry(false) {
             let now = Instant::now();
             let deadline = self.plan.deadline.map(|d| d.instant());
             if let Some(wait) = self

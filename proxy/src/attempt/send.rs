@@ -145,6 +145,11 @@ pub fn classify(e: &hyper::Error) -> ProxyError {
         if let Some(b) = s.downcast_ref::<BodyError>() {
             return match b {
                 BodyError::TooLarge(_) => ProxyError::BodyTooLarge,
+                // The client's own body failed: it hung up or sent broken
+                // chunks. Not the upstream's doing.
+                BodyError::Downstream(_) | BodyError::Replay(_) => {
+                    ProxyError::BadRequest("request body failed")
+                }
                 _ => ProxyError::UpstreamReset,
             };
         }

@@ -72,9 +72,14 @@ fn strip_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether a request asks to switch protocols (WebSocket and the like).
+/// Whether a request asks to switch to a protocol the proxy passes
+/// through: WebSocket. Other upgrades (notably `h2c`, which would tunnel
+/// requests past routing) are stripped like any hop-by-hop header.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
+    let websocket = headers
+        .get(UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    websocket
         && headers
             .get_all(CONNECTION)
             .iter()

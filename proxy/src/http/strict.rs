@@ -335,7 +335,8 @@ impl Framing {
             self.codings += 1;
             self.chunked_only = value.eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.upgrade = true;
+            // Only upgrades the proxy passes through end HTTP/1 framing.
+            self.upgrade = value.eq_ignore_ascii_case(b"websocket");
         } else if name.eq_ignore_ascii_case(REJECT_HEADER.as_bytes()) {
             return Err(7);
         }
