@@ -1,10 +1,9 @@
 //! End to end with the real binaries: `vakt-control serve` and
 //! `vakt-proxy --control-plane`, real upstreams and real requests.
 //!
-//! These need the proxy's main wired to `vakt_proxy::discovery` (the
-//! contract in the proxy's README); they are ignored until then. Build the
-//! proxy first (`cargo build -p vakt-proxy`) and run them with
-//! `cargo test -p vakt-control --test proxy_e2e -- --ignored`.
+//! They run the `vakt-proxy` binary next to this test's own target dir, so
+//! build it first: `cargo test --workspace` does, or `cargo build -p
+//! vakt-proxy` before `cargo test -p vakt-control --test proxy_e2e`.
 
 mod common;
 
@@ -15,8 +14,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const NEEDS_PROXY: &str = "needs vakt-proxy wired to the discovery client";
 
 struct Procs(Vec<Child>);
 
@@ -164,9 +161,7 @@ fn cli(dir: &Path, cp: u16, args: &[&str], stdin: Option<&str>) -> std::process:
 }
 
 #[tokio::test]
-#[ignore = "needs vakt-proxy wired to the discovery client"]
 async fn traffic_follows_applies_and_survives_the_control_plane() {
-    let _ = NEEDS_PROXY;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (upstream("A").await, upstream("B").await);
     let (cp, listen, admin) = (free_port(), free_port(), free_port());
@@ -229,7 +224,6 @@ async fn traffic_follows_applies_and_survives_the_control_plane() {
 }
 
 #[tokio::test]
-#[ignore = "needs vakt-proxy wired to the discovery client"]
 async fn a_snapshot_the_proxy_refuses_shows_as_a_nack_in_get_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let a = upstream("A").await;
