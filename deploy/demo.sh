@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p vakt-proxy -p vakt-tests --bins
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -19,10 +19,16 @@ log=$(mktemp)
 "$bin/vakt-proxy" 2>"$log" &
 pids+=($!)
 
+ready=""
 for _ in $(seq 1 100); do
-  curl -fs http://127.0.0.1:15000/ready >/dev/null 2>&1 && break
+  curl -fs http://127.0.0.1:15000/ready >/dev/null 2>&1 && { ready=1; break; }
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "vakt-proxy did not become ready (are ports 15000, 15001, 18080, 18081 free?):" >&2
+  cat "$log" >&2
+  exit 1
+fi
 echo "vakt-proxy is ready: listener 127.0.0.1:15001, admin 127.0.0.1:15000"
 
 show() { echo; echo "\$ ${*@Q}"; "$@"; echo; }

@@ -46,7 +46,11 @@ pub fn parse_tree(text: &str) -> Result<Value, Problems> {
     }
     serde_saphyr::from_str::<Value>(text).map_err(|e| {
         let mut p = Problems::default();
-        p.push("", format!("not valid YAML: {e}"));
+        // The parser's hint about its own options means nothing to a user.
+        let text = e
+            .to_string()
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        p.push("", format!("not valid YAML: {text}"));
         p
     })
 }

@@ -109,6 +109,9 @@ fn check_policy(b: &Backend, at: &str, problems: &mut Problems) {
         if hc.interval.get().is_zero() {
             problems.push(format!("{at}.healthCheck.interval"), "must be above 0");
         }
+        if hc.timeout > hc.interval {
+            problems.push(format!("{at}.healthCheck.timeout"), "longer than interval");
+        }
     }
     if b.limits.max_requests == 0 {
         problems.push(format!("{at}.limits.maxRequests"), "must be at least 1");
@@ -363,8 +366,8 @@ fn check_header_name(name: &str, at: &str, problems: &mut Problems) {
 
 /// `host:port` with a non-zero port and a plausible host.
 pub fn is_host_port(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return true;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return addr.port() > 0;
     }
     match s.rsplit_once(':') {
         Some((host, port)) => port.parse::<u16>().is_ok_and(|p| p > 0) && is_hostname(host),

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use vakt_api::{Config, Problems};
 
 use crate::cli::Cli;
-use crate::state::Proxy;
+use crate::state::{Proxy, check_bootstrap};
 use crate::telemetry::{access_log, logging, metrics};
 use crate::{admin, discovery, listener, reload};
 
@@ -19,10 +19,16 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 
 /// Loads the config the command line names, or the built-in default.
 pub fn load(cli: &Cli) -> Result<Config, Problems> {
-    match &cli.config {
-        Some(path) => vakt_api::load_file(path),
-        None => vakt_api::load_str(DEFAULT_CONFIG).map_err(|p| p.with_source("built-in config")),
-    }
+    let (config, source) = match &cli.config {
+        Some(path) => (vakt_api::load_file(path)?, path.display().to_string()),
+        None => {
+            let source = "built-in config";
+            let config = vakt_api::load_str(DEFAULT_CONFIG).map_err(|p| p.with_source(source))?;
+            (config, source.to_string())
+        }
+    };
+    check_bootstrap(&config).map_err(|p| p.with_source(source))?;
+    Ok(config)
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. Returns the exit
@@ -38,6 +44,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     if cli.check {
+        // Builds the state too, so certificate and key files are read.
+        if let Err(problems) = Proxy::new(config) {
+            eprint!("{problems}");
+            return Ok(1);
+        }
         println!("config is valid");
         return Ok(0);
     }
@@ -46,8 +57,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         path: cli.config.as_deref(),
         discovery: cli.discovery.clone(),
     };
-    serve(config, sources, Some(metrics)).await?;
-    Ok(0)
+    match serve(config, sources, Some(metrics)).await {
+        Ok(()) => Ok(0),
+        Err(e) => match e.downcast_ref::<Problems>() {
+            Some(problems) => {
+                eprint!("{problems}");
+                Ok(1)
+            }
+            None => Err(e),
+        },
+    }
 }
 
 /// Where config comes from besides the bootstrap: the file to watch and
@@ -65,7 +84,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let drain = config.drain.clone();
     let admin_addr = config.admin.address.parse().context("admin.address")?;
-    let proxy = Proxy::new(config).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let proxy = Proxy::new(config)?;
 
     let mut bound = Vec::new();
     for l in &proxy.listeners {

@@ -9,20 +9,19 @@
 mod guard;
 mod upstream;
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::attempt::{self, Plan, deadline::Deadline};
 use crate::http::body::{OnEnd, ProxyBody};
-use crate::http::{framing, headers};
+use crate::http::{framing, headers, target};
 use crate::respond::{ProxyError, error_response, fallback_response};
 use crate::route::{Decision, RequestView};
 use crate::state::Proxy;
@@ -65,8 +64,14 @@ async fn serve(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     framing::check(&req)?;
     check_body_size(&req, proxy.limits.max_body_bytes)?;
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if let Some(uri) = target::normalized(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     let edge = &proxy.edge[conn.listener];
-    let host = request_host(&req);
+    let host = target::host(&req)?;
     if edge.redirect_to_https && !conn.tls {
         return Ok(https_redirect(&host, &req));
     }
@@ -94,6 +99,7 @@ async fn serve(
     let upgrade = headers::is_upgrade(req.headers());
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     let client = edge.trusted.forwarded(conn.peer.ip(), req.headers());
+    log.forwarded_for = Some(client.header.clone());
     guard::admit(&routing, decision, &mut req, client.client)?;
     let trusted_peer = edge.trusted.contains(conn.peer.ip());
     let target = (client.header, trusted_peer);
@@ -228,35 +234,6 @@ fn serve_fallback(
     fallback_response(fallback, reason)
 }
 
-/// The request's host: the authority of an absolute-form target wins
-/// over `Host` (RFC 9112 §3.2.2). Lowercase, without a port.
-fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(strip_port)
-            .unwrap_or(""),
-    };
-    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(raw.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(raw)
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| h)
-            .trim_start_matches('[');
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
 /// Refuses a declared body over the limit before anything is sent.
 fn check_body_size<B>(req: &Request<B>, limit: u64) -> Result<(), ProxyError> {
     let declared = req
@@ -300,7 +277,11 @@ fn https_redirect<B>(host: &str, req: &Request<B>) -> Response<ProxyBody> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut rsp = Response::new(ProxyBody::empty());
     *rsp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{target}")) {
+    let location = match host.contains(':') {
+        true => format!("https://[{host}]{target}"),
+        false => format!("https://{host}{target}"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&location) {
         rsp.headers_mut().insert(LOCATION, v);
     }
     rsp.headers_mut()

@@ -116,6 +116,7 @@ impl Proxy {
     /// file's previous ones, next to those from the control plane.
     /// Listener and admin changes are kept for the next start.
     pub fn apply(&self, config: Config) -> Result<u64, Problems> {
+        check_bootstrap(&config)?;
         if config.listeners != self.listeners {
             tracing::warn!("listener changes take effect at the next start");
         }
@@ -137,7 +138,11 @@ impl Proxy {
     /// Merges the layers, validates the result against the running
     /// listeners and swaps it in.
     fn swap(&self, file: &Config, snapshot: Option<&Config>) -> Result<u64, Problems> {
-        let config = merge(file, snapshot)?;
+        let mut config = merge(file, snapshot)?;
+        // What runs is what `/config` shows: listeners and limits are
+        // fixed at start.
+        config.listeners = self.listeners.clone();
+        config.limits = self.limits.clone();
         let mut problems = Problems::default();
         vakt_api::validate::check_backends(&config.backends, &mut problems);
         let names: Vec<&str> = self.listener_names.iter().map(|n| &**n).collect();
@@ -321,6 +326,17 @@ fn listener_edges(listeners: &[Listener]) -> Result<Vec<ListenerEdge>, Problems>
         });
     }
     problems.into_result().map(|()| out)
+}
+
+/// What a proxy's own config file needs beyond the shared model: at
+/// least one listener. An empty file (a config map caught half-written,
+/// say) is refused rather than taken for "no routes".
+pub fn check_bootstrap(config: &Config) -> Result<(), Problems> {
+    let mut problems = Problems::default();
+    if config.listeners.is_empty() {
+        problems.push("listeners", "at least one listener is needed");
+    }
+    problems.into_result()
 }
 
 /// The file's routes, backends and rate limits with the snapshot's; a

@@ -6,3 +6,4 @@ pub mod body;
 pub mod framing;
 pub mod headers;
 pub mod strict;
+pub mod target;

@@ -150,13 +150,14 @@ fn query_matches(query: Option<&str>, name: &str, cond: &ValueCond) -> bool {
     let Some(query) = query else {
         return false;
     };
-    query.split('&').any(|pair| {
+    // Gateway API: with a repeated parameter, only the first counts.
+    let first = query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        k == name
-            && match cond {
-                ValueCond::Exact(want) => want.as_bytes() == v.as_bytes(),
-                ValueCond::Regex(re) => re.is_match(v),
-            }
+        (k == name).then_some(v)
+    });
+    first.is_some_and(|v| match cond {
+        ValueCond::Exact(want) => want.as_bytes() == v.as_bytes(),
+        ValueCond::Regex(re) => re.is_match(v),
     })
 }
 
