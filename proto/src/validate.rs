@@ -109,9 +109,6 @@ fn check_policy(b: &Backend, at: &str, problems: &mut Problems) {
         if hc.interval.get().is_zero() {
             problems.push(format!("{at}.healthCheck.interval"), "must be above 0");
         }
-        if hc.timeout > hc.interval {
-            problems.push(format!("{at}.healthCheck.timeout"), "longer than interval");
-        }
     }
     if b.limits.max_requests == 0 {
         problems.push(format!("{at}.limits.maxRequests"), "must be at least 1");
