@@ -26,15 +26,9 @@ impl Drop for Procs {
     }
 }
 
+/// The proxy binary, built first when needed (the test kit does that).
 fn proxy_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("vakt-proxy");
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build -p vakt-proxy",
-        bin.display()
-    );
-    bin
+    vakt_tests::proxy::binary().expect("the vakt-proxy binary")
 }
 
 fn control(dir: &Path, port: u16) -> Child {
