@@ -31,7 +31,12 @@ fn lookup(c: &mut Criterion) {
     let backends: HashMap<_, _> = config
         .backends
         .iter()
-        .map(|b| (b.name.clone(), vakt_proxy::backend::Backend::new(b)))
+        .map(|b| {
+            (
+                b.name.clone(),
+                vakt_proxy::backend::Backend::new(b).expect("backend"),
+            )
+        })
         .collect();
     let table = RouteTable::build(&config, &listeners, &backends, &HashMap::new());
     let headers = HeaderMap::new();

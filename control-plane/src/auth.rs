@@ -72,9 +72,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 impl Interceptor for TokenCheck {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization");
-        let token = header
-            .map(|v| v.as_bytes())
-            .and_then(|v| v.strip_prefix(b"Bearer "));
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        let token = header.map(|v| v.as_bytes()).and_then(|v| {
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+        });
         match token {
             Some(t) if self.accepts(t) => Ok(req),
             Some(_) => Err(Status::unauthenticated("bad credential")),

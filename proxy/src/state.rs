@@ -233,21 +233,24 @@ fn build(
             RateLimiter::from_config(&[], &[]).expect("an empty rate limiter")
         }
     };
-    problems.into_result()?;
 
     let empty = HashMap::new();
     let old = previous.map_or(&empty, |p| &p.backends);
-    let backends: HashMap<String, Arc<Backend>> = config
-        .backends
-        .iter()
-        .map(|b| {
-            let backend = match old.get(&b.name) {
-                Some(old) if old.config == *b => old.clone(),
-                _ => Backend::new(b),
-            };
-            (b.name.clone(), backend)
-        })
-        .collect();
+    let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
+    for b in &config.backends {
+        let backend = match old.get(&b.name) {
+            Some(old) if old.config == *b => old.clone(),
+            _ => match Backend::new(b) {
+                Ok(backend) => backend,
+                Err(e) => {
+                    problems.push(format!("backends[{}].tls", b.name), e.to_string());
+                    continue;
+                }
+            },
+        };
+        backends.insert(b.name.clone(), backend);
+    }
+    problems.into_result()?;
     let table = RouteTable::build(&config, listeners, &backends, &auth);
     Ok(Routing {
         version,

@@ -17,6 +17,7 @@ pub mod health_check;
 pub mod outcome;
 pub mod pool;
 mod resolve;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -64,6 +65,7 @@ pub struct Backend {
     connections: ConnectionGauge,
     /// `limits.maxConnections`, shared by the endpoints' pools.
     connection_slots: Arc<tokio::sync::Semaphore>,
+    tls: Option<Arc<tls::UpstreamTls>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -74,11 +76,19 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Builds a backend, resolving host names once now; background tasks
-    /// then keep names resolved and idle connections reaped until the
-    /// backend is dropped.
-    pub fn new(config: &config::Backend) -> Arc<Self> {
+    /// Builds a backend, resolving host names and reading TLS files once
+    /// now; background tasks then keep names resolved and idle
+    /// connections reaped until the backend is dropped.
+    pub fn new(config: &config::Backend) -> Result<Arc<Self>, tls::TlsError> {
         let name: Arc<str> = config.name.as_str().into();
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(tls::UpstreamTls::from_config(
+                &name,
+                t,
+                config.protocol,
+            )?)),
+            None => None,
+        };
         let addrs = resolve::now(&config.endpoints);
         let mut backend = Self {
             connections: ConnectionGauge::new(&name),
@@ -99,15 +109,16 @@ impl Backend {
             connection_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_connections as usize,
             )),
+            tls,
             name,
             config: config.clone(),
             tasks: Vec::new(),
         };
         backend.set_endpoints(&addrs);
-        Arc::new_cyclic(|weak| {
+        Ok(Arc::new_cyclic(|weak| {
             backend.tasks = backend.spawn_tasks(weak.clone());
             backend
-        })
+        }))
     }
 
     /// The endpoints right now.
@@ -152,6 +163,7 @@ impl Backend {
                         &self.config,
                         self.connections.clone(),
                         self.connection_slots.clone(),
+                        self.tls.clone(),
                     );
                     Arc::new(Endpoint::new(*addr, Arc::new(pool)))
                 }

@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use vakt_api::config::{self, Protocol};
 
+use super::tls::UpstreamTls;
 use crate::http::body::RequestBody;
 use crate::telemetry::metrics;
 
@@ -38,6 +39,17 @@ pub enum ConnectError {
     },
     #[error("the backend's connection limit is reached")]
     Limit,
+    #[error("tls handshake with {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A new upstream connection, plain or TLS.
+enum Transport {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<Box<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
 /// The pool of one endpoint.
@@ -54,6 +66,7 @@ pub struct Pool {
     connections: metrics::ConnectionGauge,
     /// The backend's `maxConnections`, shared by its endpoints.
     slots: Arc<Semaphore>,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 #[derive(Debug)]
@@ -87,6 +100,7 @@ impl Pool {
         backend: &config::Backend,
         gauge: metrics::ConnectionGauge,
         slots: Arc<Semaphore>,
+        tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
         Self {
             addr,
@@ -99,6 +113,7 @@ impl Pool {
             h2_connecting: tokio::sync::Mutex::new(()),
             connections: gauge,
             slots,
+            tls,
         }
     }
 
@@ -181,7 +196,7 @@ impl Pool {
 
     /// A new TCP connection and the connection slot it holds; waits for
     /// a slot at most the connect timeout.
-    async fn tcp(&self) -> Result<(TokioIo<TcpStream>, OwnedSemaphorePermit), ConnectError> {
+    async fn tcp(&self) -> Result<(TcpStream, OwnedSemaphorePermit), ConnectError> {
         let addr = self.addr;
         let wait = self.slots.clone().acquire_owned();
         let slot = tokio::time::timeout(self.connect_timeout, wait)
@@ -193,11 +208,38 @@ impl Pool {
             .map_err(|_| ConnectError::Timeout(addr))?
             .map_err(|source| ConnectError::Io { addr, source })?;
         let _ = stream.set_nodelay(true);
-        Ok((TokioIo::new(stream), slot))
+        Ok((stream, slot))
+    }
+
+    /// A new connection, through TLS when the backend asks for it.
+    async fn transport(&self) -> Result<(Transport, OwnedSemaphorePermit), ConnectError> {
+        let (tcp, slot) = self.tcp().await?;
+        let Some(tls) = &self.tls else {
+            return Ok((Transport::Plain(TokioIo::new(tcp)), slot));
+        };
+        let addr = self.addr;
+        let stream = tokio::time::timeout(self.connect_timeout, tls.connect(addr, tcp))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|source| ConnectError::Tls { addr, source })?;
+        Ok((Transport::Tls(TokioIo::new(Box::new(stream))), slot))
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
-        let (io, slot) = self.tcp().await?;
+        match self.transport().await? {
+            (Transport::Plain(io), slot) => self.start_h1(io, slot).await,
+            (Transport::Tls(io), slot) => self.start_h1(io, slot).await,
+        }
+    }
+
+    async fn start_h1<IO>(
+        &self,
+        io: IO,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -216,7 +258,20 @@ impl Pool {
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
-        let (io, slot) = self.tcp().await?;
+        match self.transport().await? {
+            (Transport::Plain(io), slot) => self.start_h2(io, slot).await,
+            (Transport::Tls(io), slot) => self.start_h2(io, slot).await,
+        }
+    }
+
+    async fn start_h2<IO>(
+        &self,
+        io: IO,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<http2::SendRequest<RequestBody>, ConnectError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))

@@ -7,7 +7,7 @@
 //! The accept loop calls [`EdgeTls::accept`] on every accepted TCP stream,
 //! then serves HTTP/2 or HTTP/1.1 by the negotiated ALPN protocol.
 
-mod store;
+pub(crate) mod store;
 
 use std::io;
 use std::sync::Arc;

@@ -177,3 +177,24 @@ fn parse_pair(
         digest: fingerprint(&[cert, key]),
     })
 }
+
+impl CertStore {
+    /// The first pair, as a client certificate toward upstreams.
+    pub(crate) fn first(&self) -> Option<Arc<CertifiedKey>> {
+        self.pairs.first().map(|p| p.current.load().key.clone())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertStore {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.first()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
