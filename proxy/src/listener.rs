@@ -23,10 +23,6 @@ use crate::http::strict::StrictIo;
 use crate::server::{self, ConnInfo};
 use crate::state::Proxy;
 
-/// Header fields allowed in one request head; its bytes are bounded by
-/// `limits.maxHeaderBytes`.
-const MAX_HEADERS: usize = 512;
-
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
 
@@ -155,8 +151,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.get())
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(MAX_HEADERS);
+        .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
