@@ -13,7 +13,8 @@ pub struct Duration(pub std::time::Duration);
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid duration {0:?}: expected one to four number-unit pairs such as 500ms, 2s, 1m30s (units h, m, s, ms)"
+    "invalid duration {0:?}: expected one to four number-unit pairs \
+     such as 500ms, 2s, 1m30s (units h, m, s, ms)"
 )]
 pub struct DurationError(pub String);
 

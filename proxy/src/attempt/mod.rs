@@ -220,7 +220,11 @@ impl<'a> Attempts<'a> {
                     false => Outcome::Neutral,
                 };
                 verdict.record(outcome);
-                tracing::debug!(backend = %self.backend.name, %reason, "request not sent; trying again");
+                tracing::debug!(
+                    backend = %self.backend.name,
+                    %reason,
+                    "request not sent; trying again"
+                );
                 return self.again_unsent(*req, connect, index);
             }
             Some(Err(SendError::Failed(err))) if err.is_client_fault() => {

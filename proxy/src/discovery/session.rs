@@ -145,7 +145,11 @@ async fn apply<S: SnapshotSink>(cx: &Context<S>, s: Snapshot) -> NodeMessage {
         }
         Err(problems) => {
             metrics::counter!("vakt_snapshots_total", "result" => "nack").increment(1);
-            tracing::warn!(version, problems = %problems, "snapshot refused; the last good one keeps serving");
+            tracing::warn!(
+                version,
+                problems = %problems,
+                "snapshot refused; the last good one keeps serving"
+            );
             let reason = problems.to_string().trim_end().to_string();
             node(node_message::Kind::Nack(Nack { version, reason }))
         }

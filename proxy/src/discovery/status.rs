@@ -90,7 +90,8 @@ impl Handle {
             (Source::None, _) => "waiting for the first snapshot from the control plane".into(),
             (_, true) => format!("snapshot version {version}; control plane connected"),
             (Source::Cache, false) => format!(
-                "serving snapshot version {version} from the disk cache; control plane unreachable; stale for {stale}s"
+                "serving snapshot version {version} from the disk cache; \
+                 control plane unreachable; stale for {stale}s"
             ),
             (Source::ControlPlane, false) => format!(
                 "serving snapshot version {version}; control plane unreachable; stale for {stale}s"

@@ -383,7 +383,8 @@ fn trim(v: &[u8]) -> &[u8] {
 /// The request that stands in for a refused one.
 fn refusal(reason: usize) -> Vec<u8> {
     format!(
-        "GET / HTTP/1.1\r\nhost: refused.invalid\r\n{REJECT_HEADER}: {reason}\r\nconnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nhost: refused.invalid\r\n\
+         {REJECT_HEADER}: {reason}\r\nconnection: close\r\n\r\n"
     )
     .into_bytes()
 }

@@ -75,7 +75,11 @@ impl ApiKeys {
         }
         match parse(&self.path, &bytes) {
             Ok(set) => {
-                tracing::info!(keys_file = %self.path, keys = set.hashes.len(), "api keys reloaded");
+                tracing::info!(
+                    keys_file = %self.path,
+                    keys = set.hashes.len(),
+                    "api keys reloaded"
+                );
                 self.hashes.store(Arc::new(set));
                 *rejected = None;
                 true

@@ -75,7 +75,11 @@ impl CertStore {
         let (cert, key) = match read_pair(f) {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::warn!(listener = %self.listener, error = %e, "certificate files unreadable; keeping the loaded pair");
+                tracing::warn!(
+                    listener = %self.listener,
+                    error = %e,
+                    "certificate files unreadable; keeping the loaded pair"
+                );
                 return false;
             }
         };
@@ -91,12 +95,20 @@ impl CertStore {
             Ok(loaded) => {
                 pair.current.store(Arc::new(loaded));
                 *rejected = None;
-                tracing::info!(listener = %self.listener, cert_file = %f.cert_file, "certificate reloaded");
+                tracing::info!(
+                    listener = %self.listener,
+                    cert_file = %f.cert_file,
+                    "certificate reloaded"
+                );
                 true
             }
             Err(e) => {
                 *rejected = Some(digest);
-                tracing::warn!(listener = %self.listener, error = %e, "new certificate files refused; keeping the loaded pair");
+                tracing::warn!(
+                    listener = %self.listener,
+                    error = %e,
+                    "new certificate files refused; keeping the loaded pair"
+                );
                 false
             }
         }
