@@ -106,6 +106,23 @@ pub fn merge(base: &Objects, new: &Objects) -> Objects {
     out
 }
 
+/// The objects of an apply with, for each name, its first copy only.
+fn first_copies(o: &Objects) -> Objects {
+    fn firsts<T: Clone>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<T> {
+        let mut seen = HashSet::new();
+        items
+            .iter()
+            .filter(|i| seen.insert(name(i).to_string()))
+            .cloned()
+            .collect()
+    }
+    let mut out = o.clone();
+    out.routes = firsts(&o.routes, |r| &r.name);
+    out.backends = firsts(&o.backends, |b| &b.name);
+    out.rate_limits = firsts(&o.rate_limits, |r| &r.name);
+    out
+}
+
 /// Names that appear twice in one apply.
 fn duplicates(o: &Objects) -> Problems {
     let mut problems = Problems::default();
@@ -210,6 +227,17 @@ impl ConfigService for ConfigApi {
                 let mut problems = dups.clone();
                 if let Err(p) = validate_objects(&merged) {
                     problems.items.extend(p.items);
+                }
+                // With a name given twice, the copy that lost the merge is
+                // checked too, so its problems are named as well.
+                if !dups.is_empty()
+                    && let Err(p) = validate_objects(&merge(base, &first_copies(&new)))
+                {
+                    for item in p.items {
+                        if !problems.items.contains(&item) {
+                            problems.items.push(item);
+                        }
+                    }
                 }
                 problems.into_result().map(|()| merged)
             })

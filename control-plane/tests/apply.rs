@@ -57,6 +57,30 @@ async fn a_bad_apply_names_every_problem_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_name_given_twice_still_has_both_copies_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let mut c = client(cp.addr).await;
+    let good = vakt_api::httproute::read_documents(&route_yaml("x", "127.0.0.1:1")).unwrap();
+    let mut wire = good.to_proto();
+    // The first copy is the bad one; the merge keeps the second.
+    let mut bad = wire.routes[0].clone();
+    bad.rules[0].backend_refs[0].name = "missing".into();
+    wire.routes.insert(0, bad);
+    let err = c
+        .apply(pb::ApplyRequest {
+            objects: Some(wire),
+            description: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let msg = err.message();
+    assert!(msg.contains("duplicate name in this apply"), "{msg}");
+    assert!(msg.contains("no backend \"missing\""), "{msg}");
+    cp.shutdown().await;
+}
+
+#[tokio::test]
 async fn changes_get_versions_and_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let cp = start(dir.path()).await;
