@@ -25,7 +25,7 @@ use crate::http::{framing, headers, target};
 use crate::respond::{ProxyError, error_response, fallback_response};
 use crate::route::{Decision, RequestView};
 use crate::state::Proxy;
-use crate::telemetry::{RequestLog, metrics};
+use crate::telemetry::{RequestLog, access_log, metrics};
 
 /// What the request path knows about the connection a request came on.
 #[derive(Debug)]
@@ -309,7 +309,11 @@ fn begin_log(req: &Request<Incoming>, conn: &ConnInfo, proxy: &Proxy) -> Request
     };
     RequestLog {
         started: Instant::now(),
-        wall: SystemTime::now(),
+        wall: if access_log::enabled() {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        },
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),

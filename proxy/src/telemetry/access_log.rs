@@ -22,6 +22,12 @@ pub const TARGET: &str = "vakt::access";
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
+/// Whether access-log lines are written; when not, a request's log keeps
+/// only what its metrics need.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// Turns access-log lines on or off for the whole process.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
