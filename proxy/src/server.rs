@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT};
+use http::header::{CONTENT_LENGTH, HOST, LOCATION, USER_AGENT};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let grpc = is_grpc(&req);
+    let grpc = headers::is_grpc(req.headers());
     let mut log = begin_log(&req, &conn, &proxy);
     let mut rsp = match serve(&proxy, &conn, req, &mut log).await {
         Ok(rsp) => rsp,
@@ -125,7 +125,7 @@ async fn forward(
     let upgrade = headers::is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let t = rule.timeouts;
-    let upstream_req_grpc = is_grpc(&req);
+    let upstream_req_grpc = headers::is_grpc(req.headers());
     let downstream_h1 = req.version() < Version::HTTP_2;
     let deadline = Deadline::from_request(req.headers(), Instant::now(), t.request, None);
     let limit = proxy.limits.max_body_bytes;
@@ -194,7 +194,7 @@ fn client_response(
     if let Some(mods) = &rule.filters.response_headers {
         mods.apply(rsp.headers_mut());
     }
-    let grpc = is_grpc_response(&rsp);
+    let grpc = headers::is_grpc(rsp.headers());
     let declared = client.http1
         && rsp.status() == StatusCode::NOT_MODIFIED
         && rsp.headers().contains_key(CONTENT_LENGTH);
@@ -287,18 +287,6 @@ fn https_redirect<B>(host: &str, req: &Request<B>) -> Response<ProxyBody> {
     rsp.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(0));
     rsp
-}
-
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-fn is_grpc_response<B>(rsp: &Response<B>) -> bool {
-    rsp.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn begin_log(req: &Request<Incoming>, conn: &ConnInfo, proxy: &Proxy) -> RequestLog {

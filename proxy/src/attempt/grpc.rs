@@ -1,12 +1,12 @@
 //! Reading a gRPC status before answering the client, so retries and the
 //! breaker see it even when it comes only in trailers (case BR-11).
 
-use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::{Forwarded, Verdict};
 use crate::backend::outcome::{FailureReason, Outcome, grpc_status};
+use crate::http::headers;
 
 /// Settles an attempt's outcome from its response head, reading the
 /// first body frame of a gRPC response when a retry is still possible.
@@ -19,7 +19,7 @@ pub async fn settle_head(
     end: Option<Instant>,
 ) -> Option<Outcome> {
     let rsp = &fwd.response;
-    let status_in_body = is_grpc(rsp)
+    let status_in_body = headers::is_grpc(rsp.headers())
         && rsp.status() == http::StatusCode::OK
         && grpc_status(rsp.headers()).is_none();
     if !status_in_body {
@@ -74,10 +74,4 @@ pub fn status_of(fwd: &Forwarded) -> Option<u32> {
         let t = fwd.first.as_ref()?.trailers_ref()?;
         grpc_status(t)
     })
-}
-
-fn is_grpc<B>(rsp: &http::Response<B>) -> bool {
-    rsp.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

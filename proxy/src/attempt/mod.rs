@@ -395,7 +395,8 @@ impl<'a> Attempts<'a> {
     }
 }
 
-fn idempotent(m: &Method) -> bool {
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

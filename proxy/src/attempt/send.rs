@@ -4,7 +4,7 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::backend::Endpoint;
@@ -101,11 +101,7 @@ pub async fn send(
 /// A copy of a request that can be sent again: idempotent, no body.
 fn bodiless_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     use http_body::Body;
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !req.body().is_end_stream() {
+    if !super::idempotent(req.method()) || !req.body().is_end_stream() {
         return None;
     }
     let mut copy = Request::new(RequestBody::empty());

@@ -73,6 +73,14 @@ fn strip_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether a message is gRPC: its content-type is `application/grpc` or
+/// a `application/grpc+...` variant.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Whether a request asks to switch to a protocol the proxy passes
 /// through: WebSocket. Other upgrades (notably `h2c`, which would tunnel
 /// requests past routing) are stripped like any hop-by-hop header.
