@@ -2,6 +2,8 @@
 //! and the benchmarks use as an upstream, and the harness that drives a real
 //! `vakt-proxy` process against in-process upstreams over loopback sockets.
 //!
+//! - [`bins`] finds (and builds) the workspace binaries for tests that
+//!   run whole processes.
 //! - [`upstream`] starts servers on `127.0.0.1:0` that record what they
 //!   receive: HTTP/1.1 + h2c, gRPC, WebSocket, and a raw TCP mock with
 //!   scripted replies for framing and smuggling cases.
@@ -10,15 +12,19 @@
 //! - [`client`] holds raw TCP, HTTP/1.1, h2c, gRPC and metrics helpers.
 //! - [`fault`] serves upstreams that fail on demand and reads the
 //!   proxy's view of its backends.
+//! - [`netns`] builds network namespaces, veth links and processes in
+//!   them for the tests that run as root, and removes them all.
 //! - [`ports`] hands out free loopback addresses without collisions
 //!   between tests that run in parallel.
 
 #![forbid(unsafe_code)]
 
+pub mod bins;
 pub mod body;
 pub mod client;
 pub mod example;
 pub mod fault;
+pub mod netns;
 pub mod ports;
 pub mod proxy;
 pub mod server;
