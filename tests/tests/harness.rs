@@ -9,7 +9,7 @@ use http::{Request, StatusCode, Version};
 use tokio_tungstenite::tungstenite::Message;
 use vakt_tests::body::{empty, full};
 use vakt_tests::client::{HttpClient, RawClient, grpc_client, raw_request, ws_connect};
-use vakt_tests::example::{Echoed, ExampleConfig, sha256_hex};
+use vakt_tests::example::{CHAIN_STATUS, Call, Echoed, ExampleConfig, sha256_hex};
 use vakt_tests::pb::{EchoRequest, StreamRequest};
 use vakt_tests::server::handler;
 use vakt_tests::upstream::{RawReply, RawUpstream, Upstream};
@@ -371,4 +371,39 @@ async fn raw_upstream_stalls_while_recording() {
     let conn = &up.connections()[0];
     assert!(conn.peer_closed);
     assert!(conn.bytes.ends_with(b"more bytes"));
+}
+
+#[tokio::test]
+async fn chain_calls_the_next_service_and_fails_on_demand() {
+    let b = Upstream::named("svc-b").await;
+    let url = format!("http://{}/end", b.addr());
+    let config = ExampleConfig {
+        call: Some(Call::parse(&url, Some("b.example")).unwrap()),
+        ..ExampleConfig::named("svc-a")
+    };
+    let a = Upstream::example(config).await;
+    let mut c = HttpClient::h1(a.addr()).await.unwrap();
+    let resp = c.get("a", "/chain").await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "svc-a -> svc-b\n");
+    assert_eq!(resp.header(CHAIN_STATUS), Some("200"));
+
+    let mut cb = HttpClient::h1(b.addr()).await.unwrap();
+    let on = Request::post("/admin/fail?on=true").body(empty()).unwrap();
+    assert_eq!(cb.send(on).await.unwrap().text(), "failing\n");
+    assert_eq!(cb.get("b", "/healthz").await.unwrap().status, 200);
+    let resp = c.get("a", "/chain").await.unwrap();
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.text(), "svc-a -> failure injected by svc-b\n");
+    let off = Request::post("/admin/fail?on=false").body(empty()).unwrap();
+    assert_eq!(cb.send(off).await.unwrap().text(), "serving\n");
+    assert_eq!(c.get("a", "/chain").await.unwrap().status, 200);
+
+    b.stop().await;
+    let resp = c.get("a", "/chain").await.unwrap();
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.header(CHAIN_STATUS), Some("502"));
+    let lone = Upstream::named("lone").await;
+    let mut c = HttpClient::h1(lone.addr()).await.unwrap();
+    assert_eq!(c.get("x", "/chain").await.unwrap().status, 404);
 }

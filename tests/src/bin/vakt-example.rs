@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use clap::Parser;
 use http::StatusCode;
-use vakt_tests::example::{Example, ExampleConfig};
+use vakt_tests::example::{Call, Example, ExampleConfig};
 use vakt_tests::server::Server;
 
 /// The vakt example service.
@@ -34,6 +34,12 @@ struct Args {
     /// Status of failed requests.
     #[arg(long, default_value_t = 503)]
     failure_status: u16,
+    /// The next service `/chain` calls, `http://IP:PORT/PATH`.
+    #[arg(long)]
+    call: Option<String>,
+    /// Host header of the `/chain` call; default the URL's `IP:PORT`.
+    #[arg(long, requires = "call")]
+    call_host: Option<String>,
 }
 
 #[tokio::main]
@@ -49,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.failure_rate),
         "--failure-rate must be between 0 and 1"
     );
+    let call = match &args.call {
+        Some(url) => Some(Call::parse(url, args.call_host.as_deref()).context("--call")?),
+        None => None,
+    };
     let config = ExampleConfig {
         name: args.name,
         size: args.size,
@@ -56,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         failure_rate: args.failure_rate,
         failure_status: StatusCode::from_u16(args.failure_status)
             .context("--failure-status is not an HTTP status")?,
+        call,
     };
     let example = Example::new(config);
     let server = Server::bind(args.listen, example.handler())

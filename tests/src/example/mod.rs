@@ -5,6 +5,11 @@
 //! Paths:
 //! - `GET /healthz`: 200 while healthy, else 503;
 //!   `POST /admin/health?ok=false|true` flips it.
+//! - `POST /admin/fail?on=true|false`: while on, every other path answers
+//!   `failure_status`.
+//! - `/chain`: calls the next service ([`ExampleConfig::call`]) and answers
+//!   with its status and `NAME -> ` followed by its body (502 when it
+//!   cannot be reached, 404 when no next service is set).
 //! - `/echo` (any method): JSON describing the request as received.
 //! - `/ws`: WebSocket echo (HTTP/1.1 upgrade).
 //! - anything else: a body of `size` bytes, or `NAME\n`.
@@ -13,6 +18,7 @@
 //! `status=CODE`, `fail_rate=0..1`, `trailers=1` (ends the body with an
 //! `x-example-trailer` trailer field).
 
+mod chain;
 mod grpc;
 mod plain;
 mod ws;
@@ -28,6 +34,7 @@ use tower::ServiceExt;
 use crate::body::BoxBody;
 use crate::server::{Connection, Handler, handler};
 
+pub use chain::{CHAIN_STATUS, Call, CallError};
 pub use grpc::EchoService;
 pub use plain::{Echoed, sha256_hex};
 
@@ -47,6 +54,8 @@ pub struct ExampleConfig {
     pub failure_rate: f64,
     /// Default 503.
     pub failure_status: StatusCode,
+    /// The next service `/chain` calls; default none.
+    pub call: Option<Call>,
 }
 
 impl Default for ExampleConfig {
@@ -57,6 +66,7 @@ impl Default for ExampleConfig {
             delay: Duration::ZERO,
             failure_rate: 0.0,
             failure_status: StatusCode::SERVICE_UNAVAILABLE,
+            call: None,
         }
     }
 }
@@ -81,6 +91,8 @@ pub struct Example {
 struct Shared {
     config: ExampleConfig,
     healthy: AtomicBool,
+    /// Set by `POST /admin/fail?on=true`: every request fails.
+    failing: AtomicBool,
     /// The body for requests that do not override `size`, made once.
     default_body: Bytes,
     /// The name as a header value, made once; `None` when the name is not
@@ -99,6 +111,7 @@ impl Example {
         let shared = Arc::new(Shared {
             config,
             healthy: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
             default_body,
             served_by,
         });
@@ -116,6 +129,11 @@ impl Example {
 
     pub fn set_healthy(&self, ok: bool) {
         self.shared.healthy.store(ok, Ordering::SeqCst);
+    }
+
+    /// Makes every request but health and admin fail (or not).
+    pub fn set_failing(&self, on: bool) {
+        self.shared.failing.store(on, Ordering::SeqCst);
     }
 
     /// Answers one request of any kind the service knows.

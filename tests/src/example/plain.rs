@@ -79,7 +79,22 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
             shared.healthy.store(ok, Ordering::SeqCst);
             return health(shared);
         }
+        (&Method::POST, "/admin/fail") => {
+            let on = !req.uri().query().unwrap_or("").contains("on=false");
+            shared.failing.store(on, Ordering::SeqCst);
+            let text = if on { "failing\n" } else { "serving\n" };
+            return respond(shared, StatusCode::OK, full(text), "text/plain");
+        }
         _ => {}
+    }
+    if shared.failing.load(Ordering::Relaxed) {
+        let body = format!("failure injected by {name}\n");
+        return respond(
+            shared,
+            shared.config.failure_status,
+            full(body),
+            "text/plain",
+        );
     }
 
     let knobs = knobs(req.uri().query());
@@ -98,6 +113,9 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
         );
     }
 
+    if req.uri().path() == "/chain" {
+        return chain(shared).await;
+    }
     let status = knobs.status.unwrap_or(StatusCode::OK);
     if req.uri().path() == "/echo" {
         let json = echo(name, req).await;
@@ -113,6 +131,17 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
         full(bytes)
     };
     respond(shared, status, body, "text/plain")
+}
+
+async fn chain(shared: &Shared) -> Response<BoxBody> {
+    let Some(call) = &shared.config.call else {
+        let text = "no next service: start with --call\n";
+        return respond(shared, StatusCode::NOT_FOUND, full(text), "text/plain");
+    };
+    let (status, body, code) = super::chain::call(&shared.config.name, call).await;
+    let mut resp = respond(shared, status, full(body), "text/plain");
+    resp.headers_mut().insert(super::CHAIN_STATUS, code);
+    resp
 }
 
 fn health(shared: &Shared) -> Response<BoxBody> {
