@@ -1,0 +1,89 @@
+//! The README's first command, `deploy/demo.sh`, in its exit-after mode:
+//! the walk-through shows the chain, the ejection, the breaker and the
+//! fallback, and every process it started is gone when it returns.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Ports 19100 to 19170: below the range the other tests draw from.
+const PORT_BASE: &str = "19100";
+const LIMIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn demo_walks_through_the_mesh_and_stops_everything() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: the demo needs curl");
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo.sh");
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .arg(LIMIT.as_secs().to_string())
+        .arg(script)
+        .arg("--exit")
+        .env("VAKT_BIN_DIR", vakt_tests::bins::dir())
+        .env("VAKT_DEMO_PORT_BASE", PORT_BASE)
+        .output()
+        .expect("run deploy/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{stdout}\n--- stderr ---\n{stderr}");
+    assert!(
+        out.status.success(),
+        "demo failed ({:?}):\n{all}",
+        out.status
+    );
+    assert!(start.elapsed() < LIMIT);
+
+    for expected in [
+        "stored: version 1",
+        "a -> b1 (200)",
+        "a -> b2 (200)",
+        "a -> fallback (b is unavailable) (200)",
+        "vakt_breaker_state{backend=\"b\"} 1",
+        "reason=\"breaker-open\"",
+        "http://127.0.0.1:19113/metrics",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{all}");
+    }
+    // Between "B1 fails" and "B2 fails too" every answer comes from B2.
+    let step2 = section(&stdout, "== 2.", "== 3.");
+    assert!(step2.contains("a -> b2 (200)"), "{step2}");
+    assert!(!step2.contains("a -> b1"), "{step2}");
+    assert!(!step2.contains("fallback"), "{step2}");
+    assert!(
+        !section(&stdout, "== 2.", "== 3.").contains("vakt_ejections_total{backend=\"b\"} 0"),
+        "B1 was not ejected:\n{step2}"
+    );
+    let nodes = section(&stdout, "get nodes", "stopped:");
+    for node in ["edge ", "a ", "b1 ", "b2 "] {
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains("true")),
+            "node {node:?} not connected:\n{nodes}"
+        );
+    }
+
+    let pids = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped: "))
+        .expect("the demo names what it stopped");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 8, "{pids:?}");
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !cmdline.contains("vakt-"),
+            "process {pid} is left: {cmdline}"
+        );
+    }
+}
+
+fn section<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let start = text.find(from).unwrap_or(0);
+    let end = text[start..].find(to).map_or(text.len(), |e| start + e);
+    &text[start..end]
+}
