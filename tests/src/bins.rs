@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The directory holding up-to-date `vakt-proxy`, `vakt-control` and
-/// `vakt-example` of this test's profile. Under cargo (`$CARGO` set) they
-/// are built once per process with `cargo build --bins` unless
-/// `$VAKT_PROXY_NO_BUILD` is set.
+/// `vakt-example` of this test's profile. Under cargo (`$CARGO` set) the
+/// first two are built once per process unless `$VAKT_PROXY_NO_BUILD` is
+/// set; `cargo test` builds `vakt-example`.
 ///
 /// # Panics
 /// When the build fails or a binary is missing.
@@ -27,19 +27,20 @@ fn find() -> Result<PathBuf, String> {
     }
     let cargo = std::env::var("CARGO").ok();
     if let Some(cargo) = cargo.filter(|_| std::env::var_os("VAKT_PROXY_NO_BUILD").is_none()) {
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins"]);
-        for p in ["vakt-proxy", "vakt-control", "vakt-tests"] {
-            cmd.args(["-p", p]);
-        }
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let status = cmd.current_dir(workspace).status();
-        match status {
-            Ok(s) if s.success() => {}
-            other => return Err(format!("cargo build --bins failed: {other:?}")),
+        // One package per build, as `proxy::binary` does, so that the
+        // features cargo unifies stay the same and nothing is rebuilt
+        // back and forth; `vakt-example` is built by `cargo test` itself.
+        for package in ["vakt-proxy", "vakt-control"] {
+            let mut cmd = Command::new(&cargo);
+            cmd.args(["build", "--quiet", "-p", package, "--bin", package]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            match cmd.current_dir(workspace).status() {
+                Ok(s) if s.success() => {}
+                other => return Err(format!("cargo build -p {package} failed: {other:?}")),
+            }
         }
     }
     for bin in ["vakt-proxy", "vakt-control", "vakt-example"] {
