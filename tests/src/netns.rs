@@ -162,28 +162,59 @@ impl Lab {
     }
 
     /// `curl -s --max-time 5 args` in namespace `name`, as `uid` when
-    /// given; its standard output.
+    /// given: its standard output, also when curl fails (with `-w`, the
+    /// output says how).
     pub fn curl(&self, name: &str, uid: Option<u32>, args: &[&str]) -> Result<String, LabError> {
-        let mut all = vec!["curl", "-s", "--max-time", "5"];
-        all.extend_from_slice(args);
-        let out = match uid {
-            Some(uid) => self.exec_as(name, uid, &all)?,
-            None => self.exec(name, &all)?,
-        };
+        let ns = self.ns(name);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]);
+        if let Some(uid) = uid {
+            let id = uid.to_string();
+            cmd.args([
+                "setpriv",
+                "--reuid",
+                &id,
+                "--regid",
+                &id,
+                "--clear-groups",
+                "--",
+            ]);
+        }
+        let out = cmd
+            .args(["curl", "-s", "--max-time", "5"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                command: format!("curl {}", args.join(" ")),
+                source,
+            })?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Whether `curl -fs url` succeeds from namespace `name`.
+    fn answers(&self, name: &str, url: &str) -> bool {
+        self.exec(
+            name,
+            &["curl", "-fs", "--max-time", "5", "-o", "/dev/null", url],
+        )
+        .is_ok()
     }
 
     /// Polls `url` from namespace `name` until it answers 2xx, for at most
     /// `limit`.
     pub fn wait_for(&self, name: &str, url: &str, limit: Duration) -> Result<(), LabError> {
         let start = std::time::Instant::now();
-        loop {
-            match self.curl(name, None, &["-f", "-o", "/dev/null", url]) {
-                Ok(_) => return Ok(()),
-                Err(e) if start.elapsed() > limit => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        while !self.answers(name, url) {
+            if start.elapsed() > limit {
+                return Err(LabError::Failed {
+                    command: format!("curl {url}"),
+                    stderr: format!("no 2xx answer in {limit:?}"),
+                });
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// A veth pair: `a_if` in namespace `a`, `b_if` in namespace `b`, both
