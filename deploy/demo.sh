@@ -197,7 +197,7 @@ echo "== where to look"
 echo "metrics:  edge http://$edge_admin/metrics   A http://$a_admin/metrics"
 echo "          B1 http://$b1_admin/metrics   B2 http://$b2_admin/metrics"
 echo "backends: curl http://$a_admin/backends  (breaker, endpoints, ejections)"
-echo "logs:     $work/*.log"
+echo "logs:     $work/*.log (removed when the demo stops)"
 echo "\$ VAKT_SERVER=$VAKT_SERVER VAKT_TOKEN_FILE=$VAKT_TOKEN_FILE vakt-control get nodes"
 ctl get nodes
 

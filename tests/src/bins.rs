@@ -7,9 +7,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The directory holding up-to-date `vakt-proxy`, `vakt-control` and
-/// `vakt-example` of this test's profile. Under cargo (`$CARGO` set) the
-/// first two are built once per process unless `$VAKT_PROXY_NO_BUILD` is
-/// set; `cargo test` builds `vakt-example`.
+/// `vakt-example`: `$VAKT_BIN_DIR` as it is, else that of this test's
+/// profile. Under cargo (`$CARGO` set) the first two are then built once
+/// per process unless `$VAKT_PROXY_NO_BUILD` is set; `cargo test` builds
+/// `vakt-example`.
 ///
 /// # Panics
 /// When the build fails or a binary is missing.
@@ -19,6 +20,9 @@ pub fn dir() -> &'static Path {
 }
 
 fn find() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("VAKT_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // target/<profile>/deps/<test> or target/<profile>/<bin>
     let mut dir = exe.parent().ok_or("test executable has no directory")?;
