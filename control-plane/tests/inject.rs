@@ -1,0 +1,238 @@
+//! `vakt-control inject` against checked-in manifests: each input under
+//! `testdata/inject/` has its expected output under `expected/`
+//! (`VAKT_BLESS=1` rewrites them); injecting twice changes nothing;
+//! uninjecting gives the input back; each refusal names its reason; the
+//! built binary does the same through stdin and stdout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use vakt_control::inject::node::Node;
+use vakt_control::inject::{InjectOptions, Mode, stream, transform};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/inject")
+}
+
+/// The input manifests, by file name.
+fn inputs(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    files
+}
+
+fn inject(text: &str) -> String {
+    let out = transform(text, Mode::Inject, &InjectOptions::default());
+    out.unwrap_or_else(|e| panic!("inject failed:\n{e}")).text
+}
+
+fn uninject(text: &str) -> String {
+    let out = transform(text, Mode::Uninject, &InjectOptions::default());
+    out.unwrap_or_else(|e| panic!("uninject failed:\n{e}")).text
+}
+
+/// The non-blank documents of a stream as trees.
+fn trees(text: &str) -> Vec<Node> {
+    stream::split(text)
+        .iter()
+        .filter(|d| !d.is_blank())
+        .map(|d| stream::parse(&d.source()).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_manifest_injects_to_its_expected_output() {
+    let bless = std::env::var_os("VAKT_BLESS").is_some();
+    for (name, text) in inputs(&testdata()) {
+        let got = inject(&text);
+        let path = testdata().join("expected").join(&name);
+        if bless {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{name}: no expected output; run with VAKT_BLESS=1"));
+        assert_eq!(got, want, "{name}: output differs from expected/{name}");
+    }
+}
+
+#[test]
+fn injecting_an_injected_manifest_changes_nothing() {
+    for (name, text) in inputs(&testdata()) {
+        let once = inject(&text);
+        assert_eq!(inject(&once), once, "{name}: second injection changed it");
+    }
+}
+
+#[test]
+fn uninject_gives_back_the_original() {
+    for (name, text) in inputs(&testdata()) {
+        let back = uninject(&inject(&text));
+        assert_eq!(trees(&back), trees(&text), "{name}: round trip changed it");
+        assert_eq!(uninject(&back), back, "{name}: second uninject changed it");
+        assert_eq!(uninject(&text), text, "{name}: nothing to remove");
+    }
+}
+
+#[test]
+fn untouched_documents_are_written_back_byte_for_byte() {
+    for name in ["optout.yaml", "passthrough.yaml"] {
+        let text = std::fs::read_to_string(testdata().join(name)).unwrap();
+        assert_eq!(inject(&text), text, "{name}");
+    }
+    let text = std::fs::read_to_string(testdata().join("deployment.yaml")).unwrap();
+    let out = inject(&text);
+    assert!(out.starts_with(text.split("---\n").next().unwrap()));
+    assert!(out.ends_with(text.rsplit("---\n").next().unwrap()));
+}
+
+#[test]
+fn a_different_image_replaces_an_earlier_injection() {
+    let text = std::fs::read_to_string(testdata().join("replicaset.yaml")).unwrap();
+    let first = inject(&text);
+    let opts = InjectOptions {
+        image: "registry.local/vakt-proxy:dev".into(),
+        opaque_ports: vec![3306],
+        ..InjectOptions::default()
+    };
+    let second = transform(&first, Mode::Inject, &opts).unwrap().text;
+    assert_eq!(second.matches("registry.local/vakt-proxy:dev").count(), 2);
+    assert!(!second.contains("ghcr.io/vakt-mesh"));
+    assert_eq!(second.matches("name: vakt-proxy").count(), 1);
+    assert!(second.contains("VAKT_OPAQUE_PORTS"));
+    assert_eq!(trees(&uninject(&second)), trees(&text));
+}
+
+#[test]
+fn an_opted_out_workload_is_named_in_a_note() {
+    let text = std::fs::read_to_string(testdata().join("optout.yaml")).unwrap();
+    let out = transform(&text, Mode::Inject, &InjectOptions::default()).unwrap();
+    assert_eq!(out.notes.len(), 1);
+    assert!(
+        out.notes[0].contains("Deployment/legacy"),
+        "{:?}",
+        out.notes
+    );
+}
+
+/// The reason a refusal file expects, from its first line.
+fn expected_refusal(name: &str, text: &str) -> String {
+    let first = text.lines().next().unwrap();
+    let reason = first.strip_prefix("# refused: ");
+    reason
+        .unwrap_or_else(|| panic!("{name}: first line names no reason"))
+        .to_string()
+}
+
+#[test]
+fn each_refusal_names_its_reason_and_writes_nothing() {
+    for (name, text) in inputs(&testdata().join("refuse")) {
+        let reason = expected_refusal(&name, &text);
+        let err = match transform(&text, Mode::Inject, &InjectOptions::default()) {
+            Ok(out) => panic!("{name}: not refused, wrote:\n{}", out.text),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&reason), "{name}: {err:?} lacks {reason:?}");
+    }
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vakt-control"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_binary_injects_from_stdin_to_stdout_and_back() {
+    let text = std::fs::read_to_string(testdata().join("deployment.yaml")).unwrap();
+    let out = run(&["inject", "-f", "-"], &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected = String::from_utf8(out.stdout).unwrap();
+    let want = std::fs::read_to_string(testdata().join("expected/deployment.yaml")).unwrap();
+    assert_eq!(injected, want);
+
+    let out = run(&["inject", "--uninject", "-f", "-"], &injected);
+    assert!(out.status.success());
+    assert_eq!(trees(&String::from_utf8(out.stdout).unwrap()), trees(&text));
+}
+
+#[test]
+fn the_binary_reads_a_file_and_takes_flags() {
+    let path = testdata().join("cronjob.yaml");
+    let out = run(
+        &[
+            "inject",
+            "-f",
+            path.to_str().unwrap(),
+            "--image",
+            "registry.local/vakt:1",
+            "--control-plane",
+            "http://cp.example:7070",
+            "--opaque-ports",
+            "25,3306",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("image: registry.local/vakt:1").count(), 2);
+    assert!(text.contains("- http://cp.example:7070\n"));
+    assert!(text.contains("value: 25,3306\n"), "{text}");
+}
+
+#[test]
+fn the_binary_refuses_with_a_reason_and_empty_stdout() {
+    let text = std::fs::read_to_string(testdata().join("refuse/hostnetwork.yaml")).unwrap();
+    let out = run(&["inject", "-f", "-"], &text);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DaemonSet/node-agent: refused: hostNetwork"),
+        "{err}"
+    );
+
+    let out = run(&["inject", "-f", "-", "--opaque-ports", "http"], "");
+    assert_eq!(out.status.code(), Some(2), "clap rejects a bad flag");
+}
+
+#[test]
+fn the_binary_notes_an_opted_out_workload_on_stderr() {
+    let text = std::fs::read_to_string(testdata().join("optout.yaml")).unwrap();
+    let out = run(&["inject", "-f", "-"], &text);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped, annotation vakt.dev/inject: disabled"),
+        "{err}"
+    );
+}
