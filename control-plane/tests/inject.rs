@@ -236,3 +236,111 @@ fn the_binary_notes_an_opted_out_workload_on_stderr() {
         "{err}"
     );
 }
+
+/// The pieces the sidecar contract fixes, read back from an injection.
+#[test]
+fn the_injected_pieces_are_the_contracts() {
+    let text = std::fs::read_to_string(testdata().join("deployment.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&inject(&text)).unwrap();
+    let tpl = &docs[1]["spec"]["template"];
+    let notes = &tpl["metadata"]["annotations"];
+    assert_eq!(notes["prometheus.io/scrape"], "true");
+    assert_eq!(notes["prometheus.io/port"], "17000");
+    assert_eq!(notes["prometheus.io/path"], "/metrics");
+    assert_eq!(notes["vakt.dev/injected"], env!("CARGO_PKG_VERSION"));
+
+    let init = &tpl["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "vakt-init");
+    let image = format!("ghcr.io/vakt-mesh/vakt-proxy:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(init["image"], image.as_str());
+    let command: Vec<&str> = init["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "vakt-iptables",
+            "--proxy-uid",
+            "1717",
+            "--outbound-port",
+            "17001",
+            "--inbound-port",
+            "17006",
+            "--inbound-ports-to-ignore",
+            "17000",
+            "--outbound-ports-to-ignore",
+            ""
+        ]
+    );
+    let sc = &init["securityContext"];
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["runAsNonRoot"], false);
+
+    let proxy = &tpl["spec"]["initContainers"][1];
+    assert_eq!(proxy["name"], "vakt-proxy");
+    assert_eq!(proxy["image"], image.as_str());
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(
+        proxy["args"],
+        serde_json::json!([
+            "--role",
+            "sidecar",
+            "--control-plane",
+            "http://vakt-control.vakt-system.svc:7070",
+            "--token-file",
+            "/var/run/vakt/token/token"
+        ])
+    );
+    let env: Vec<(&str, &str)> = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let path = e["valueFrom"]["fieldRef"]["fieldPath"].as_str();
+            (e["name"].as_str().unwrap(), path.unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("HOSTNAME", "metadata.name"),
+            ("VAKT_SERVICE", "metadata.labels['app']"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_IP", "status.podIP")
+        ]
+    );
+    let sc = &proxy["securityContext"];
+    assert_eq!(sc["runAsUser"], 1717);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let res = &proxy["resources"];
+    assert_eq!(
+        res["requests"],
+        serde_json::json!({"cpu": "50m", "memory": "32Mi"})
+    );
+    assert_eq!(
+        res["limits"],
+        serde_json::json!({"cpu": "1", "memory": "128Mi"})
+    );
+    for (probe, path) in [
+        ("startupProbe", "/ready"),
+        ("readinessProbe", "/ready"),
+        ("livenessProbe", "/live"),
+    ] {
+        assert_eq!(proxy[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(proxy[probe]["httpGet"]["port"], 17000, "{probe}");
+    }
+    let mount = &proxy["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/var/run/vakt/token");
+    let volume = tpl["spec"]["volumes"].as_array().unwrap().last().unwrap();
+    assert_eq!(volume["name"], mount["name"]);
+    assert_eq!(volume["secret"]["secretName"], "vakt-node-token");
+    assert_eq!(tpl["spec"]["initContainers"][2]["name"], "migrate");
+}

@@ -155,4 +155,14 @@ mod tests {
         assert!(text.find("z:").unwrap() < text.find("a:").unwrap());
         assert_eq!(to_yaml(&parse(&text).unwrap()).unwrap(), text);
     }
+
+    #[test]
+    fn scalars_keep_their_types_through_a_round_trip() {
+        let source = "f: 1.0\ng: 0.5\nn: -3\nbig: 18446744073709551615\n\
+            s: ['0755', '1e3', 'yes', 'on', '~', 'null', '', ' x', 'a: b', '#c', '*']\n\
+            t: [true, ~, null]\nm: |\n  two\n  lines\n";
+        let tree = parse(source).unwrap();
+        let text = to_yaml(&tree).unwrap();
+        assert_eq!(parse(&text).unwrap(), tree, "{text}");
+    }
 }
