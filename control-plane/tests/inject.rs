@@ -74,6 +74,15 @@ fn injecting_an_injected_manifest_changes_nothing() {
 }
 
 #[test]
+fn an_injected_workload_is_recognised_and_left_as_written() {
+    let text = std::fs::read_to_string(testdata().join("deployment.yaml")).unwrap();
+    let line = "      serviceAccountName: orders\n";
+    let commented = inject(&text).replace(line, "      serviceAccountName: orders # kept\n");
+    assert!(commented.contains("# kept"));
+    assert_eq!(inject(&commented), commented, "not rewritten at all");
+}
+
+#[test]
 fn uninject_gives_back_the_original() {
     for (name, text) in inputs(&testdata()) {
         let back = uninject(&inject(&text));
@@ -343,4 +352,37 @@ fn the_injected_pieces_are_the_contracts() {
     assert_eq!(volume["name"], mount["name"]);
     assert_eq!(volume["secret"]["secretName"], "vakt-node-token");
     assert_eq!(tpl["spec"]["initContainers"][2]["name"], "migrate");
+}
+
+#[test]
+fn one_parsed_object_is_rewritten_as_a_webhook_would() {
+    use vakt_control::inject::rewrite_object;
+    let text = std::fs::read_to_string(testdata().join("pod.yaml")).unwrap();
+    let original = stream::parse(&text).unwrap();
+    let opts = InjectOptions::default();
+
+    let mut pod = original.clone();
+    assert!(matches!(
+        rewrite_object(&mut pod, Mode::Inject, &opts),
+        Ok((true, _))
+    ));
+    let want = std::fs::read_to_string(testdata().join("expected/pod.yaml")).unwrap();
+    assert_eq!(pod, stream::parse(&want).unwrap());
+    let again = rewrite_object(&mut pod, Mode::Inject, &opts).unwrap();
+    assert!(!again.0, "already injected");
+    assert!(rewrite_object(&mut pod, Mode::Uninject, &opts).unwrap().0);
+    assert_eq!(pod, original);
+
+    let text = std::fs::read_to_string(testdata().join("refuse/istio.yaml")).unwrap();
+    let mut meshed = stream::parse(&text).unwrap();
+    let err = rewrite_object(&mut meshed, Mode::Inject, &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("object, Pod/meshed: refused"),
+        "{err}"
+    );
+    assert_eq!(
+        meshed,
+        stream::parse(&text).unwrap(),
+        "untouched when refused"
+    );
 }

@@ -20,7 +20,7 @@ use std::fmt;
 
 pub use options::InjectOptions;
 
-use node::Node;
+pub use node::Node;
 use workload::Job;
 
 /// Which way to rewrite.
@@ -130,7 +130,23 @@ pub fn transform(text: &str, mode: Mode, opts: &InjectOptions) -> Result<Output,
     }
 }
 
-/// Parses one document into the ordered tree the transform works on.
-pub fn parse_document(text: &str) -> Result<Node, String> {
-    stream::parse(text)
+/// Rewrites one object already parsed (a Pod as an admission webhook
+/// receives it, say); `Ok(true)` when it changed. Notes are returned
+/// beside the errors' absence.
+pub fn rewrite_object(
+    object: &mut Node,
+    mode: Mode,
+    opts: &InjectOptions,
+) -> Result<(bool, Vec<String>), Failed> {
+    let mut job = Job {
+        mode,
+        opts,
+        notes: Vec::new(),
+        errors: Vec::new(),
+    };
+    let changed = job.visit(object, "object");
+    match job.errors.is_empty() {
+        true => Ok((changed, job.notes)),
+        false => Err(Failed(job.errors)),
+    }
 }

@@ -13,6 +13,7 @@ pub enum Node {
     Null,
     Bool(bool),
     Int(i64),
+    /// Only integers above `i64::MAX`.
     UInt(u64),
     Float(f64),
     Str(String),
@@ -200,7 +201,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_u64<E>(self, u: u64) -> Result<Node, E> {
-        Ok(Node::UInt(u))
+        // One spelling per number, so trees compare by value.
+        Ok(i64::try_from(u).map_or(Node::UInt(u), Node::Int))
     }
 
     fn visit_f64<E>(self, f: f64) -> Result<Node, E> {
