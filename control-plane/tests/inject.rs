@@ -225,7 +225,7 @@ fn the_binary_refuses_with_a_reason_and_empty_stdout() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("DaemonSet/node-agent: refused: hostNetwork"),
+        err.contains("DaemonSet/node-exporter: refused: hostNetwork"),
         "{err}"
     );
 
