@@ -106,6 +106,12 @@ fn each_app_has_its_own_database_init_step_and_sidecar() {
         assert_eq!(flag(&args, "--role"), Some("sidecar"));
         assert_eq!(flag(&args, "--control-plane"), Some("http://control:7070"));
         assert_eq!(proxy["environment"]["VAKT_OPAQUE_PORTS"], "5432");
+        let cache = flag(&args, "--cache-dir").unwrap();
+        assert_eq!(
+            strings(&proxy["tmpfs"]),
+            [cache],
+            "{app}: writable under read_only"
+        );
     }
 }
 

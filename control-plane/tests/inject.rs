@@ -305,7 +305,9 @@ fn the_injected_pieces_are_the_contracts() {
             "--control-plane",
             "http://vakt-control.vakt-system.svc:7070",
             "--token-file",
-            "/var/run/vakt/token/token"
+            "/var/run/vakt/token/token",
+            "--cache-dir",
+            "/var/run/vakt/cache"
         ])
     );
     let env: Vec<(&str, &str)> = proxy["env"]
@@ -346,11 +348,17 @@ fn the_injected_pieces_are_the_contracts() {
         assert_eq!(proxy[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(proxy[probe]["httpGet"]["port"], 17000, "{probe}");
     }
-    let mount = &proxy["volumeMounts"][0];
-    assert_eq!(mount["mountPath"], "/var/run/vakt/token");
-    let volume = tpl["spec"]["volumes"].as_array().unwrap().last().unwrap();
-    assert_eq!(volume["name"], mount["name"]);
-    assert_eq!(volume["secret"]["secretName"], "vakt-node-token");
+    let volumes = tpl["spec"]["volumes"].as_array().unwrap();
+    let [.., token, cache] = volumes.as_slice() else {
+        panic!("two volumes added")
+    };
+    let mounts = &proxy["volumeMounts"];
+    assert_eq!(mounts[0]["mountPath"], "/var/run/vakt/token");
+    assert_eq!(mounts[0]["name"], token["name"]);
+    assert_eq!(token["secret"]["secretName"], "vakt-node-token");
+    assert_eq!(mounts[1]["mountPath"], "/var/run/vakt/cache");
+    assert_eq!(mounts[1]["name"], cache["name"]);
+    assert!(cache["emptyDir"].is_object());
     assert_eq!(tpl["spec"]["initContainers"][2]["name"], "migrate");
 }
 

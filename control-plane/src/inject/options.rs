@@ -14,6 +14,9 @@ pub const DEFAULT_TOKEN_SECRET: &str = "vakt-node-token";
 pub const TOKEN_FILE: &str = "/var/run/vakt/token/token";
 /// The directory the token Secret is mounted on.
 pub const TOKEN_DIR: &str = "/var/run/vakt/token";
+/// Where the sidecar keeps its last good snapshot: an `emptyDir`, so a
+/// restarted sidecar starts from it while the control plane is away.
+pub const CACHE_DIR: &str = "/var/run/vakt/cache";
 /// The proxy's UID and GID; iptables never redirects its traffic.
 pub const PROXY_UID: i64 = 1717;
 /// The admin listener: probes and metrics.

@@ -4,8 +4,8 @@
 
 use super::node::{Map, Node};
 use super::options::{
-    ADMIN_PORT, INBOUND_PORT, InjectOptions, OUTBOUND_PORT, PROXY_UID, TOKEN_DIR, TOKEN_FILE,
-    VERSION, join,
+    ADMIN_PORT, CACHE_DIR, INBOUND_PORT, InjectOptions, OUTBOUND_PORT, PROXY_UID, TOKEN_DIR,
+    TOKEN_FILE, VERSION, join,
 };
 
 /// Name of the init container running `vakt-iptables`.
@@ -14,6 +14,8 @@ pub const INIT_NAME: &str = "vakt-init";
 pub const PROXY_NAME: &str = "vakt-proxy";
 /// Name of the volume carrying the proxy's token.
 pub const TOKEN_VOLUME: &str = "vakt-token";
+/// Name of the volume holding the proxy's snapshot cache.
+pub const CACHE_VOLUME: &str = "vakt-cache";
 /// Set on every injected pod template to the injector's version.
 pub const INJECTED: &str = "vakt.dev/injected";
 /// `disabled` skips the workload.
@@ -100,17 +102,25 @@ pub fn proxy_container(opts: &InjectOptions, s: &Settings) -> Node {
         &opts.control_plane,
         "--token-file",
         TOKEN_FILE,
+        "--cache-dir",
+        CACHE_DIR,
     ];
     let port = map([
         ("name", Node::str("vakt-admin")),
         ("containerPort", Node::Int(ADMIN_PORT.into())),
         ("protocol", Node::str("TCP")),
     ]);
-    let mount = map([
-        ("name", Node::str(TOKEN_VOLUME)),
-        ("mountPath", Node::str(TOKEN_DIR)),
-        ("readOnly", Node::Bool(true)),
-    ]);
+    let mounts = vec![
+        map([
+            ("name", Node::str(TOKEN_VOLUME)),
+            ("mountPath", Node::str(TOKEN_DIR)),
+            ("readOnly", Node::Bool(true)),
+        ]),
+        map([
+            ("name", Node::str(CACHE_VOLUME)),
+            ("mountPath", Node::str(CACHE_DIR)),
+        ]),
+    ];
     map([
         ("name", Node::str(PROXY_NAME)),
         ("image", Node::str(&opts.image)),
@@ -123,7 +133,7 @@ pub fn proxy_container(opts: &InjectOptions, s: &Settings) -> Node {
         ("startupProbe", probe("/ready", 1, 120)),
         ("readinessProbe", probe("/ready", 5, 3)),
         ("livenessProbe", probe("/live", 10, 3)),
-        ("volumeMounts", Node::Seq(vec![mount])),
+        ("volumeMounts", Node::Seq(mounts)),
     ])
 }
 
@@ -135,6 +145,12 @@ pub fn token_volume(opts: &InjectOptions) -> Node {
         ("optional", Node::Bool(true)),
     ]);
     map([("name", Node::str(TOKEN_VOLUME)), ("secret", secret)])
+}
+
+/// The snapshot cache: outlives a restart of the sidecar, not the pod.
+pub fn cache_volume() -> Node {
+    let dir = map([("sizeLimit", Node::str("16Mi"))]);
+    map([("name", Node::str(CACHE_VOLUME)), ("emptyDir", dir)])
 }
 
 /// The value of the injected marker annotation.

@@ -76,7 +76,9 @@ pub fn inject(tpl: &Node, w: &Workload, opts: &InjectOptions) -> Result<Injected
     let init = seq(spec, "initContainers")?;
     init.insert(0, pieces::proxy_container(opts, &settings));
     init.insert(0, pieces::init_container(opts, &settings));
-    seq(spec, "volumes")?.push(pieces::token_volume(opts));
+    let volumes = seq(spec, "volumes")?;
+    volumes.push(pieces::token_volume(opts));
+    volumes.push(pieces::cache_volume());
     Ok(Injected::Template(out))
 }
 
@@ -97,8 +99,11 @@ pub fn uninject(tpl: &mut Node) -> bool {
         return false;
     }
     if let Some(spec) = tpl.at_mut(&["spec"]).and_then(Node::as_map_mut) {
-        let token = |v: &Node| v.at(&["name"]).and_then(Node::as_str) == Some(pieces::TOKEN_VOLUME);
-        changed |= drop_items(spec, "volumes", token);
+        let ours = |v: &Node| {
+            let name = v.at(&["name"]).and_then(Node::as_str);
+            name == Some(pieces::TOKEN_VOLUME) || name == Some(pieces::CACHE_VOLUME)
+        };
+        changed |= drop_items(spec, "volumes", ours);
     }
     changed | drop_annotations(tpl)
 }
