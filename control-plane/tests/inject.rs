@@ -394,3 +394,13 @@ fn one_parsed_object_is_rewritten_as_a_webhook_would() {
         "untouched when refused"
     );
 }
+
+#[test]
+fn empty_input_and_comment_only_documents_pass_through() {
+    for text in ["", "\n", "# only a comment\n", "---\n# nothing\n---\n"] {
+        assert_eq!(inject(text), text, "{text:?}");
+        assert_eq!(uninject(text), text, "{text:?}");
+    }
+    let out = run(&["inject", "-f", "-"], "");
+    assert!(out.status.success() && out.stdout.is_empty());
+}
