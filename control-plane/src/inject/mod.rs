@@ -55,8 +55,14 @@ pub enum Refusal {
     HostNetwork,
     #[error("it already carries another mesh's sidecar ({0})")]
     OtherMesh(String),
-    #[error("container {0:?} runs as UID 1717, the proxy's, so its traffic would bypass the proxy")]
-    ProxyUid(String),
+    #[error(
+        "container {container:?} runs as {id} 1717, the proxy's, so its traffic would bypass the proxy"
+    )]
+    ProxyId {
+        container: String,
+        /// `UID` or `GID`.
+        id: &'static str,
+    },
     #[error("container {container:?} uses port {port}, which the proxy listens on")]
     PortTaken { container: String, port: i64 },
     #[error("annotation {annotation}: {value:?} is not a comma-separated list of ports")]

@@ -174,21 +174,25 @@ fn check(tpl: &Node) -> Result<(), Refusal> {
     if apps.is_empty() {
         return Err(Refusal::NoContainers);
     }
-    let pod_uid = spec.at(&["securityContext", "runAsUser"]);
+    let pod = spec.at(&["securityContext"]).unwrap_or(&Node::Null);
     for c in apps.iter().chain(&containers(spec, "initContainers")) {
-        check_container(c, pod_uid)?;
+        check_container(c, pod)?;
     }
     Ok(())
 }
 
-fn check_container(c: &Node, pod_uid: Option<&Node>) -> Result<(), Refusal> {
+/// `pod` is the pod's securityContext, whose IDs a container inherits.
+fn check_container(c: &Node, pod: &Node) -> Result<(), Refusal> {
     let name = c.at(&["name"]).and_then(Node::as_str).unwrap_or("");
     if let Some((_, mesh)) = OTHER_MESHES.iter().find(|(n, _)| *n == name) {
         return Err(Refusal::OtherMesh(format!("{mesh}, container {name}")));
     }
-    let uid = c.at(&["securityContext", "runAsUser"]).or(pod_uid);
-    if uid.and_then(Node::as_i64) == Some(PROXY_UID) {
-        return Err(Refusal::ProxyUid(name.to_string()));
+    for (key, id) in [("runAsUser", "UID"), ("runAsGroup", "GID")] {
+        let set = c.at(&["securityContext", key]).or(pod.at(&[key]));
+        if set.and_then(Node::as_i64) == Some(PROXY_UID) {
+            let container = name.to_string();
+            return Err(Refusal::ProxyId { container, id });
+        }
     }
     let ports = c.at(&["ports"]).and_then(Node::as_seq);
     for p in ports.into_iter().flatten() {
