@@ -68,6 +68,7 @@ pub enum Command {
     /// manifests (`-f -` reads standard input); writes them to standard
     /// output. Nothing is written when a workload is refused.
     Inject {
+        /// Manifests to read; `-` is standard input.
         #[arg(short = 'f', long = "filename")]
         file: String,
         /// Remove what injection added instead.
