@@ -248,9 +248,11 @@ fn backend_to(b: &m::Backend) -> p::Backend {
     p::Backend {
         name: b.name.clone(),
         endpoints: b.endpoints.clone(),
+        addresses: b.addresses.clone(),
         protocol: match b.protocol {
             m::Protocol::Http1 => p::Protocol::Http1,
             m::Protocol::Http2 => p::Protocol::Http2,
+            m::Protocol::Tcp => p::Protocol::Tcp,
         } as i32,
         load_balancer: match b.load_balancer {
             m::LoadBalancer::P2cEwma => p::LoadBalancer::P2cEwma,
@@ -525,6 +527,7 @@ impl Cx {
         let protocol = match p::Protocol::try_from(b.protocol) {
             Ok(p::Protocol::Http1) => m::Protocol::Http1,
             Ok(p::Protocol::Http2) => m::Protocol::Http2,
+            Ok(p::Protocol::Tcp) => m::Protocol::Tcp,
             Err(_) => self.bad_enum(b.protocol, &format!("{at}.protocol")),
         };
         let load_balancer = match p::LoadBalancer::try_from(b.load_balancer) {
@@ -536,6 +539,7 @@ impl Cx {
         let defaults = m::Backend {
             name: String::new(),
             endpoints: Vec::new(),
+            addresses: Vec::new(),
             protocol,
             load_balancer,
             connect_timeout: self.dur(&b.connect_timeout, &format!("{at}.connectTimeout")),
@@ -554,6 +558,7 @@ impl Cx {
         m::Backend {
             name: b.name.clone(),
             endpoints: b.endpoints.clone(),
+            addresses: b.addresses.clone(),
             connection_pool: match &b.connection_pool {
                 Some(c) => m::ConnectionPool {
                     max_idle_per_endpoint: c.max_idle_per_endpoint as usize,

@@ -2,7 +2,7 @@
 //! at things that exist, values make sense together. Every problem is
 //! collected; nothing stops at the first.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use crate::Problems;
@@ -39,6 +39,47 @@ pub fn check_listeners(listeners: &[Listener], problems: &mut Problems) {
         if let Some(tls) = &l.tls {
             check_listener_tls(tls, &format!("{at}.tls"), problems);
         }
+        check_listener_mode(l, &at, problems);
+    }
+}
+
+/// Transparent listeners take no TLS or redirect; their own settings make
+/// no sense on an HTTP listener.
+fn check_listener_mode(l: &Listener, at: &str, problems: &mut Problems) {
+    if !l.mode.is_transparent() {
+        let only = "only for mode outbound or inbound";
+        if !l.opaque_ports.is_empty() {
+            problems.push(format!("{at}.opaquePorts"), only);
+        }
+        if l.detect_timeout.get() != DEFAULT_DETECT_TIMEOUT {
+            problems.push(format!("{at}.detectTimeout"), only);
+        }
+        if l.max_connections.is_some() {
+            problems.push(format!("{at}.maxConnections"), only);
+        }
+        if l.max_requests.is_some() {
+            problems.push(format!("{at}.maxRequests"), only);
+        }
+        return;
+    }
+    let not = "not for a transparent listener";
+    if l.tls.is_some() {
+        problems.push(format!("{at}.tls"), not);
+    }
+    if l.redirect_to_https {
+        problems.push(format!("{at}.redirectToHttps"), not);
+    }
+    if l.opaque_ports.contains(&0) {
+        problems.push(format!("{at}.opaquePorts"), "ports are 1 to 65535");
+    }
+    if l.detect_timeout.get().is_zero() {
+        problems.push(format!("{at}.detectTimeout"), "must be above 0");
+    }
+    if l.max_connections == Some(0) {
+        problems.push(format!("{at}.maxConnections"), "must be at least 1");
+    }
+    if l.max_requests == Some(0) {
+        problems.push(format!("{at}.maxRequests"), "must be at least 1");
     }
 }
 
@@ -59,6 +100,7 @@ fn check_listener_tls(tls: &ListenerTls, at: &str, problems: &mut Problems) {
 /// Checks backends on their own.
 pub fn check_backends(backends: &[Backend], problems: &mut Problems) {
     let mut names = HashSet::new();
+    let mut claimed: HashMap<SocketAddr, &str> = HashMap::new();
     for b in backends {
         let at = format!("backends[{}]", b.name);
         check_name(&b.name, &at, &mut names, problems);
@@ -70,7 +112,46 @@ pub fn check_backends(backends: &[Backend], problems: &mut Problems) {
                 problems.push(format!("{at}.endpoints[{i}]"), "expected host:port");
             }
         }
+        check_addresses(b, &at, &mut claimed, problems);
+        check_tcp(b, &at, problems);
         check_policy(b, &at, problems);
+    }
+}
+
+/// Service addresses are `ip:port`, and each belongs to one backend.
+fn check_addresses<'a>(
+    b: &'a Backend,
+    at: &str,
+    claimed: &mut HashMap<SocketAddr, &'a str>,
+    problems: &mut Problems,
+) {
+    for (i, a) in b.addresses.iter().enumerate() {
+        let at = format!("{at}.addresses[{i}]");
+        match a.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => problems.push(at, "port must be above 0"),
+            Ok(addr) => match claimed.insert(addr, &b.name) {
+                Some(other) if other == b.name => problems.push(at, "listed twice"),
+                Some(other) => problems.push(at, format!("also claimed by backend {other:?}")),
+                None => {}
+            },
+            Err(_) => problems.push(at, "expected ip:port"),
+        }
+    }
+}
+
+/// What a TCP backend cannot do: speak TLS or run HTTP health checks.
+fn check_tcp(b: &Backend, at: &str, problems: &mut Problems) {
+    if b.protocol != Protocol::Tcp {
+        return;
+    }
+    if b.tls.is_some() {
+        problems.push(format!("{at}.tls"), "not supported with protocol tcp");
+    }
+    if b.health_check.is_some() {
+        problems.push(
+            format!("{at}.healthCheck"),
+            "HTTP health checks need protocol http1 or http2",
+        );
     }
 }
 
@@ -124,7 +205,11 @@ fn check_policy(b: &Backend, at: &str, problems: &mut Problems) {
 /// Checks routes and rate limits against the backends and, when given,
 /// the listener names they may refer to.
 pub fn check_routes(config: &Config, listeners: Option<&[&str]>, problems: &mut Problems) {
-    let backends: HashSet<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    let backends: HashMap<&str, Protocol> = config
+        .backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.protocol))
+        .collect();
     let mut policies = HashSet::new();
     for rl in &config.rate_limits {
         let at = format!("rateLimits[{}]", rl.name);
@@ -163,7 +248,7 @@ pub fn check_routes(config: &Config, listeners: Option<&[&str]>, problems: &mut 
     }
 }
 
-fn check_rule(rule: &Rule, backends: &HashSet<&str>, at: &str, problems: &mut Problems) {
+fn check_rule(rule: &Rule, backends: &HashMap<&str, Protocol>, at: &str, problems: &mut Problems) {
     for (i, m) in rule.matches.iter().enumerate() {
         check_match(m, &format!("{at}.matches[{i}]"), problems);
     }
@@ -173,9 +258,14 @@ fn check_rule(rule: &Rule, backends: &HashSet<&str>, at: &str, problems: &mut Pr
         check_filter(f, &format!("{at}.filters[{i}]"), problems);
     }
     for (i, b) in rule.backend_refs.iter().enumerate() {
-        if !backends.contains(b.name.as_str()) {
-            let msg = format!("no backend {:?}", b.name);
-            problems.push(format!("{at}.backendRefs[{i}].name"), msg);
+        let at = format!("{at}.backendRefs[{i}].name");
+        match backends.get(b.name.as_str()) {
+            None => problems.push(at, format!("no backend {:?}", b.name)),
+            Some(Protocol::Tcp) => {
+                let msg = format!("backend {:?} has protocol tcp; routes carry HTTP", b.name);
+                problems.push(at, msg);
+            }
+            Some(_) => {}
         }
     }
     let total: u64 = rule.backend_refs.iter().map(|b| b.weight as u64).sum();

@@ -1,7 +1,7 @@
 //! Loading config files: the documented shape is accepted, and every
 //! problem in a bad file is named with its path.
 
-use vakt_api::config::{LoadBalancer, PathMatchType, Protocol};
+use vakt_api::config::{ListenerMode, LoadBalancer, PathMatchType, Protocol};
 use vakt_api::load_str;
 
 const ISSUE_EXAMPLE: &str = r#"
@@ -108,4 +108,75 @@ backends:
 "#;
     let text = load_str(bad).unwrap_err().to_string();
     assert!(text.contains("backends[a].name: duplicate name"), "{text}");
+}
+
+#[test]
+fn transparent_listeners_and_tcp_backends_load() {
+    let text = r#"
+listeners:
+  - {name: outbound, address: "127.0.0.1:17001", mode: outbound, opaquePorts: [3306, 25]}
+  - {name: inbound, address: "0.0.0.0:17006", mode: inbound, detectTimeout: 250ms, maxConnections: 100, maxRequests: 50}
+backends:
+  - name: orders-db
+    addresses: ["10.96.0.20:5432"]
+    endpoints: ["10.244.1.7:5432"]
+    protocol: tcp
+"#;
+    let c = load_str(text).expect("loads");
+    assert_eq!(c.listeners[0].mode, ListenerMode::Outbound);
+    assert_eq!(c.listeners[0].opaque_ports, vec![3306, 25]);
+    assert_eq!(c.listeners[0].detect_timeout.get().as_secs(), 1);
+    assert_eq!(c.listeners[1].mode, ListenerMode::Inbound);
+    assert_eq!(c.listeners[1].detect_timeout.get().as_millis(), 250);
+    assert_eq!(c.listeners[1].max_requests, Some(50));
+    assert_eq!(c.backends[0].protocol, Protocol::Tcp);
+    assert_eq!(c.backends[0].addresses, vec!["10.96.0.20:5432"]);
+}
+
+#[test]
+fn every_transparent_problem_is_named() {
+    let bad = r#"
+listeners:
+  - {name: plain, address: "127.0.0.1:1", opaquePorts: [25], maxRequests: 3}
+  - name: out
+    address: "127.0.0.1:2"
+    mode: outbound
+    redirectToHttps: true
+    opaquePorts: [0]
+    detectTimeout: 0s
+    maxConnections: 0
+    tls: {certificates: [{certFile: a, keyFile: b}]}
+routes:
+  - name: r
+    rules: [{backendRefs: [{name: db}]}]
+backends:
+  - name: db
+    endpoints: ["127.0.0.1:5432"]
+    addresses: ["10.0.0.1:5432", "10.0.0.1:5432", "db:5432", "10.0.0.2:0"]
+    protocol: tcp
+    healthCheck: {path: /hc}
+    tls: {caFile: ca.pem}
+  - name: other
+    endpoints: ["127.0.0.1:5433"]
+    addresses: ["10.0.0.1:5432"]
+"#;
+    let text = load_str(bad).unwrap_err().to_string();
+    for expected in [
+        "listeners[plain].opaquePorts: only for mode outbound or inbound",
+        "listeners[plain].maxRequests: only for mode outbound or inbound",
+        "listeners[out].tls: not for a transparent listener",
+        "listeners[out].redirectToHttps: not for a transparent listener",
+        "listeners[out].opaquePorts: ports are 1 to 65535",
+        "listeners[out].detectTimeout: must be above 0",
+        "listeners[out].maxConnections: must be at least 1",
+        "backends[db].addresses[1]: listed twice",
+        "backends[db].addresses[2]: expected ip:port",
+        "backends[db].addresses[3]: port must be above 0",
+        "backends[db].tls: not supported with protocol tcp",
+        "backends[db].healthCheck: HTTP health checks need protocol http1 or http2",
+        "backends[other].addresses[0]: also claimed by backend \"db\"",
+        "routes[r].rules[0].backendRefs[0].name: backend \"db\" has protocol tcp",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }

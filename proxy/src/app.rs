@@ -8,17 +8,33 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use vakt_api::{Config, Problems};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Role};
 use crate::state::{Proxy, check_bootstrap};
 use crate::telemetry::{access_log, logging, metrics};
-use crate::{admin, discovery, listener, reload};
+use crate::{admin, discovery, listener, reload, sidecar};
 
 /// The config used when no file is given: a local mesh in front of the
 /// example services.
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 
-/// Loads the config the command line names, or the built-in default.
+/// Loads the config the command line names, the sidecar bootstrap, or
+/// the built-in default.
 pub fn load(cli: &Cli) -> Result<Config, Problems> {
+    if cli.role == Role::Sidecar {
+        let source = "sidecar bootstrap";
+        if cli.config.is_some() {
+            let why =
+                "the sidecar role runs a built-in bootstrap; routes come from the control plane";
+            let mut problems = Problems::default();
+            problems.push("--config", why);
+            return Err(problems.with_source(source));
+        }
+        let config = sidecar::bootstrap(&cli.sidecar);
+        let mut problems = Problems::default();
+        vakt_api::validate::check(&config, &mut problems);
+        problems.into_result().map_err(|p| p.with_source(source))?;
+        return Ok(config);
+    }
     let (config, source) = match &cli.config {
         Some(path) => (vakt_api::load_file(path)?, path.display().to_string()),
         None => {

@@ -10,6 +10,15 @@ use crate::telemetry::logging::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "vakt-proxy", version)]
 pub struct Cli {
+    /// `edge` (default): run the config file or the built-in example.
+    /// `sidecar`: run the built-in sidecar bootstrap (admin, outbound and
+    /// inbound listeners) with routes and backends from the control plane.
+    #[arg(long, value_enum, default_value = "edge", env = "VAKT_ROLE")]
+    pub role: Role,
+
+    #[command(flatten)]
+    pub sidecar: crate::sidecar::Options,
+
     /// Config file (YAML). Without it, a built-in local example runs:
     /// listener 127.0.0.1:15001 in front of example services on
     /// 127.0.0.1:18080 and 127.0.0.1:18081.
@@ -35,4 +44,14 @@ pub struct Cli {
     /// Write one JSON access-log line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VAKT_ACCESS_LOG")]
     pub access_log: bool,
+}
+
+/// What the proxy is deployed as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A config file (or the built-in example) names every listener.
+    #[default]
+    Edge,
+    /// Beside an application in a pod, behind iptables redirection.
+    Sidecar,
 }

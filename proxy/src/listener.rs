@@ -1,5 +1,6 @@
 //! Listeners: accept connections and serve HTTP/1.1 and HTTP/2 (prior
 //! knowledge) on the same port, handing each request to [`crate::server`].
+//! Connections on a transparent listener go to [`crate::intercept`] first.
 //!
 //! On shutdown a listener stops accepting at once; its connections are
 //! told to finish (`Connection: close` on HTTP/1.1, GOAWAY on HTTP/2) and
@@ -65,6 +66,16 @@ pub async fn serve(
             tracing::debug!(listener = %name, %peer, "too many connections from this client");
             continue;
         };
+        let listener_slot = match &proxy.edge[index].connections {
+            None => None,
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    tracing::debug!(listener = %name, %peer, "listener connection limit reached");
+                    continue;
+                }
+            },
+        };
         let conn = Connection {
             proxy: proxy.clone(),
             index,
@@ -74,7 +85,7 @@ pub async fn serve(
         };
         tokio::spawn(async move {
             conn.serve(stream).await;
-            drop(slot);
+            drop((slot, listener_slot));
         });
     }
     drop(listener);
@@ -88,10 +99,10 @@ pub async fn serve(
 }
 
 /// One accepted connection, before and after its TLS handshake.
-struct Connection {
-    proxy: Arc<Proxy>,
-    index: usize,
-    peer: SocketAddr,
+pub(crate) struct Connection {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) index: usize,
+    pub(crate) peer: SocketAddr,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
 }
@@ -99,20 +110,15 @@ struct Connection {
 impl Connection {
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let max_head = self.proxy.limits.max_header_bytes;
-        let head_timeout = self.proxy.limits.header_read_timeout.get();
+        if self.proxy.listeners[self.index].mode.is_transparent() {
+            return crate::intercept::serve(self, stream).await;
+        }
         match self.proxy.edge[self.index].tls.clone() {
-            None => {
-                self.serve_http(StrictIo::new(stream, max_head, head_timeout), false)
-                    .await
-            }
+            None => self.serve_http(stream, false).await,
             Some(tls) => {
                 let timeout = self.proxy.limits.header_read_timeout.get();
                 match tls.accept(stream, timeout).await {
-                    Ok(stream) => {
-                        let stream = StrictIo::new(stream, max_head, head_timeout);
-                        self.serve_http(stream, true).await
-                    }
+                    Ok(stream) => self.serve_http(stream, true).await,
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "tls handshake failed")
                     }
@@ -125,11 +131,25 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let info = Arc::new(ConnInfo {
+        let info = ConnInfo {
             listener: self.index,
             peer: self.peer,
             tls,
-        });
+            intercept: None,
+        };
+        self.serve_with(io, info).await
+    }
+
+    /// Serves HTTP on `io`, checked by [`StrictIo`] like every listener's
+    /// connections, with what `info` says of the connection.
+    pub(crate) async fn serve_with<IO>(self, io: IO, info: ConnInfo)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let max_head = self.proxy.limits.max_header_bytes;
+        let head_timeout = self.proxy.limits.header_read_timeout.get();
+        let io = StrictIo::new(io, max_head, head_timeout);
+        let info = Arc::new(info);
         let proxy = self.proxy;
         let service = service_fn(move |req| server::handle(proxy.clone(), info.clone(), req));
         let conn = self

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::attempt::{self, Plan, deadline::Deadline};
 use crate::http::body::{OnEnd, ProxyBody};
 use crate::http::{framing, headers, target};
+use crate::intercept::Intercept;
 use crate::respond::{ProxyError, error_response, fallback_response};
 use crate::route::{Decision, RequestView};
 use crate::state::Proxy;
@@ -33,6 +34,8 @@ pub struct ConnInfo {
     pub listener: usize,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// Set on a transparent listener: where the connection was going.
+    pub intercept: Option<Intercept>,
 }
 
 /// Serves one request; never fails, errors become responses.
@@ -43,7 +46,15 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let grpc = headers::is_grpc(req.headers());
     let mut log = begin_log(&req, &conn, &proxy);
-    let mut rsp = match serve(&proxy, &conn, req, &mut log).await {
+    let slot = match &conn.intercept {
+        None => Ok(None),
+        Some(i) => i.admit(),
+    };
+    let served = match &slot {
+        Ok(_) => serve(&proxy, &conn, req, &mut log).await,
+        Err(e) => Err(e.clone()),
+    };
+    let mut rsp = match served {
         Ok(rsp) => rsp,
         Err(err) => {
             log.flags = err.reason();
@@ -52,6 +63,9 @@ pub async fn handle(
         }
     };
     log.status = rsp.status().as_u16();
+    if let Ok(Some(slot)) = slot {
+        rsp.body_mut().set_limit(slot);
+    }
     rsp.body_mut().set_log(log);
     Ok(rsp)
 }
@@ -83,11 +97,24 @@ async fn serve(
         method: req.method(),
         headers: req.headers(),
     };
-    let Some(decision) = routing.table.find(conn.listener, &host, &view) else {
-        if host.is_empty() {
+    let found = match &conn.intercept {
+        Some(i) if !i.routes() => None,
+        _ => routing.table.find(conn.listener, &host, &view),
+    };
+    let implicit;
+    let decision = match (found, &conn.intercept) {
+        (Some(d), _) => d,
+        (None, Some(i)) => {
+            implicit = i.rule(proxy, &routing);
+            Decision {
+                rule: &implicit,
+                matched: 0,
+            }
+        }
+        (None, None) if host.is_empty() => {
             return Err(ProxyError::BadRequest("missing host"));
         }
-        return Err(ProxyError::NoRoute);
+        (None, None) => return Err(ProxyError::NoRoute),
     };
     log.route = Some(decision.rule.route.name.clone());
 
@@ -208,6 +235,7 @@ fn client_response(
         slot: forwarded.slot,
         verdict: forwarded.verdict,
         log: None,
+        limit: None,
     });
     Response::from_parts(parts, body)
 }

@@ -6,6 +6,7 @@
 //! finish on it even if a new one is swapped in meanwhile.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -21,7 +22,8 @@ use crate::edge::conn_limit::ConnLimiter;
 use crate::edge::ratelimit::RateLimiter;
 use crate::edge::tls::EdgeTls;
 use crate::edge::watch::DEFAULT_RELOAD_INTERVAL;
-use crate::route::RouteTable;
+use crate::intercept::{Addressed, Implicit};
+use crate::route::{Listeners, RouteTable};
 use crate::telemetry::metrics::RequestMetrics;
 
 /// Routes and backends of one config.
@@ -33,6 +35,9 @@ pub struct Routing {
     pub rate_limiter: Arc<RateLimiter>,
     /// Per route name, for routes with `auth`.
     pub auth: HashMap<String, Arc<Authenticator>>,
+    /// Backends by the service addresses they claim, for transparent
+    /// listeners.
+    pub addressed: HashMap<SocketAddr, Arc<Addressed>>,
 }
 
 /// What a listener needs beyond its socket: TLS, whose forwarded
@@ -41,6 +46,10 @@ pub struct ListenerEdge {
     pub tls: Option<Arc<EdgeTls>>,
     pub trusted: TrustedProxies,
     pub redirect_to_https: bool,
+    /// `maxConnections` of a transparent listener.
+    pub connections: Option<Arc<tokio::sync::Semaphore>>,
+    /// `maxRequests` of a transparent listener.
+    pub requests: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The proxy's shared state.
@@ -48,12 +57,18 @@ pub struct Proxy {
     /// Listeners of the config the proxy started with, in index order.
     pub listeners: Vec<Listener>,
     pub listener_names: Vec<Arc<str>>,
+    /// The `direction` metric label of each listener; `None` on HTTP
+    /// listeners.
+    pub listener_directions: Vec<Option<&'static str>>,
     pub limits: Limits,
     pub edge: Vec<ListenerEdge>,
     pub conn_limit: Arc<ConnLimiter>,
     routing: ArcSwap<Routing>,
     /// Metrics of requests no route matched, per listener.
     pub unrouted: Vec<Arc<RequestMetrics>>,
+    /// Rules for transparent connections to destinations no backend
+    /// claims.
+    pub implicit: Implicit,
     ready: AtomicBool,
     draining: AtomicBool,
     versions: AtomicU64,
@@ -81,15 +96,24 @@ impl Proxy {
             .iter()
             .map(|l| Arc::from(l.name.as_str()))
             .collect();
-        let unrouted = listener_names
+        let directions: Vec<Option<&'static str>> = config
+            .listeners
             .iter()
-            .map(|l| Arc::new(RequestMetrics::new(l, "", "")))
+            .map(|l| l.mode.direction())
             .collect();
+        let labels = Listeners {
+            names: &listener_names,
+            directions: &directions,
+        };
+        let unrouted = labels.metrics("", "");
         let edge = listener_edges(&config.listeners)?;
-        let routing = build(1, config.clone(), &listener_names, None)?;
+        let routing = build(1, config.clone(), labels, None)?;
+        let implicit = Implicit::new(&listener_names, &directions);
         Ok(Arc::new(Self {
             listeners: config.listeners.clone(),
             listener_names,
+            listener_directions: directions,
+            implicit,
             limits: config.limits.clone(),
             edge,
             conn_limit: ConnLimiter::new(config.limits.max_connections_per_ip),
@@ -151,7 +175,11 @@ impl Proxy {
 
         let current = self.routing.load();
         let version = self.versions.load(Ordering::Relaxed) + 1;
-        let routing = build(version, config, &self.listener_names, Some(&current))?;
+        let labels = Listeners {
+            names: &self.listener_names,
+            directions: &self.listener_directions,
+        };
+        let routing = build(version, config, labels, Some(&current))?;
         self.apply_fleet(&routing);
         self.versions.store(version, Ordering::Relaxed);
         self.routing.store(Arc::new(routing));
@@ -218,7 +246,7 @@ impl Proxy {
 fn build(
     version: u64,
     config: Config,
-    listeners: &[Arc<str>],
+    listeners: Listeners<'_>,
     previous: Option<&Routing>,
 ) -> Result<Routing, Problems> {
     let mut problems = Problems::default();
@@ -251,7 +279,8 @@ fn build(
         backends.insert(b.name.clone(), backend);
     }
     problems.into_result()?;
-    let table = RouteTable::build(&config, listeners, &backends, &auth);
+    let table = RouteTable::build_for(&config, listeners, &backends, &auth);
+    let addressed = Addressed::index(&config.backends, &backends, listeners);
     Ok(Routing {
         version,
         config: Arc::new(config),
@@ -259,6 +288,7 @@ fn build(
         backends,
         rate_limiter: Arc::new(rate_limiter),
         auth,
+        addressed,
     })
 }
 
@@ -322,10 +352,14 @@ fn listener_edges(listeners: &[Listener]) -> Result<Vec<ListenerEdge>, Problems>
             problems.push(format!("{at}.trustedProxies"), e.to_string());
             TrustedProxies::from_config(&[]).expect("no proxies")
         });
+        let semaphore =
+            |n: Option<u32>| n.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
         out.push(ListenerEdge {
             tls,
             trusted,
             redirect_to_https: l.redirect_to_https,
+            connections: semaphore(l.max_connections),
+            requests: semaphore(l.max_requests),
         });
     }
     problems.into_result().map(|()| out)

@@ -12,6 +12,13 @@ pub struct Backend {
     pub name: String,
     /// `ip:port` or `host:port`; host names are re-resolved over time.
     pub endpoints: Vec<String>,
+    /// Service addresses (`ip:port`, a cluster IP say) that applications
+    /// dial for this backend. A transparent outbound listener sends a
+    /// connection whose original destination is one of them here, when no
+    /// route matches first. Each address belongs to one backend at most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Default `http1`.
     #[serde(default, skip_serializing_if = "super::is_default")]
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "super::is_default")]
@@ -36,12 +43,18 @@ pub struct Backend {
     pub tls: Option<UpstreamTls>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the proxy speaks to a backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
     Http1,
     Http2,
+    /// Opaque bytes: each downstream connection is joined to one upstream
+    /// connection. No routes, retries or HTTP health checks apply; the
+    /// connect timeout, `limits.maxConnections` and the breaker (fed by
+    /// connect results) do.
+    Tcp,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +198,28 @@ pub struct UpstreamTls {
     /// Client certificate for mTLS, re-read when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<super::CertificateFiles>,
+}
+
+impl Backend {
+    /// A backend with every policy at its default, as a config naming only
+    /// `name` and `endpoints` gives.
+    pub fn with_defaults(name: impl Into<String>, endpoints: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            endpoints,
+            addresses: Vec::new(),
+            protocol: Protocol::default(),
+            load_balancer: LoadBalancer::default(),
+            connect_timeout: default_connect_timeout(),
+            connection_pool: ConnectionPool::default(),
+            circuit_breaker: None,
+            outlier_detection: None,
+            health_check: None,
+            limits: BackendLimits::default(),
+            retry_budget: RetryBudget::default(),
+            tls: None,
+        }
+    }
 }
 
 impl Default for ConnectionPool {

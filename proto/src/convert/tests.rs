@@ -70,6 +70,11 @@ backends:
       clientCertificate: {certFile: /etc/c.pem, keyFile: /etc/k.pem}
   - name: orders-v2
     endpoints: [127.0.0.1:8081]
+    addresses: ["10.96.0.10:80", "[fd00::10]:80"]
+  - name: orders-db
+    endpoints: [127.0.0.1:5432]
+    addresses: ["10.96.0.20:5432"]
+    protocol: tcp
 rateLimits:
   - {name: shared, requestsPerSecond: 100, burst: 20}
 listeners:

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use vakt_api::config;
 
 use crate::attempt::budget::Budget;
-use crate::telemetry::metrics::ConnectionGauge;
+use crate::telemetry::metrics::{ConnectionGauge, TcpMetrics};
 pub use balancer::Balancer;
 use breaker::Breaker;
 use bulkhead::Bulkhead;
@@ -66,6 +66,8 @@ pub struct Backend {
     /// `limits.maxConnections`, shared by the endpoints' pools.
     connection_slots: Arc<tokio::sync::Semaphore>,
     tls: Option<Arc<tls::UpstreamTls>>,
+    /// Series of connections proxied as TCP: outbound, inbound.
+    tcp_metrics: [std::sync::OnceLock<TcpMetrics>; 2],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,6 +112,7 @@ impl Backend {
                 config.limits.max_connections as usize,
             )),
             tls,
+            tcp_metrics: Default::default(),
             name,
             config: config.clone(),
             tasks: Vec::new(),
@@ -124,6 +127,19 @@ impl Backend {
     /// The endpoints right now.
     pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
         self.endpoints.load()
+    }
+
+    /// The slots of `limits.maxConnections`, shared by every connection
+    /// to the backend's endpoints, HTTP or TCP.
+    pub fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.connection_slots
+    }
+
+    /// `vakt_tcp_*` series of this backend for `direction` (`outbound`
+    /// or `inbound`), registered on first use.
+    pub fn tcp_metrics(&self, direction: &'static str) -> &TcpMetrics {
+        let i = usize::from(direction == "inbound");
+        self.tcp_metrics[i].get_or_init(|| TcpMetrics::new(direction, &self.name))
     }
 
     /// Picks an available endpoint of `set`, avoiding `avoid` when

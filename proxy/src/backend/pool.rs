@@ -120,7 +120,7 @@ impl Pool {
     /// A connection: a live idle one, or a new one.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
         match self.protocol {
-            Protocol::Http1 => {
+            Protocol::Http1 | Protocol::Tcp => {
                 if let Some(sender) = self.take_idle() {
                     return Ok(Checkout {
                         sender: Sender::H1(sender),
@@ -141,7 +141,7 @@ impl Pool {
     /// request that failed on a stale connection).
     pub async fn fresh(self: &Arc<Self>) -> Result<Checkout, ConnectError> {
         let sender = match self.protocol {
-            Protocol::Http1 => Sender::H1(self.connect_h1().await?),
+            Protocol::Http1 | Protocol::Tcp => Sender::H1(self.connect_h1().await?),
             Protocol::Http2 => {
                 let s = self.connect_h2().await?;
                 *self.h2.lock().expect("pool lock") = Some(s.clone());

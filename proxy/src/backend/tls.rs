@@ -63,7 +63,7 @@ impl UpstreamTls {
         config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = match protocol {
             Protocol::Http2 => vec![b"h2".to_vec()],
-            Protocol::Http1 => vec![b"http/1.1".to_vec()],
+            Protocol::Http1 | Protocol::Tcp => vec![b"http/1.1".to_vec()],
         };
         let server_name = match &tls.server_name {
             Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| TlsError::Pem {

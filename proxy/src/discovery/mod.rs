@@ -45,19 +45,19 @@ pub trait SnapshotSink: Send + Sync + 'static {
 pub struct Options {
     /// Control-plane URL, e.g. `http://127.0.0.1:7070`; without it the
     /// proxy runs on its config file alone.
-    #[arg(long)]
+    #[arg(long, env = "VAKT_CONTROL_PLANE")]
     pub control_plane: Option<String>,
     /// This proxy's name in the control plane; default `$HOSTNAME`.
     #[arg(long, env = "HOSTNAME", default_value = "vakt-proxy")]
     pub node_id: String,
     /// File holding this proxy's bearer token for the control plane.
-    #[arg(long)]
+    #[arg(long, env = "VAKT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// The service this proxy fronts, reported to the control plane.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "VAKT_SERVICE", default_value = "")]
     pub service: String,
     /// The zone this proxy runs in, reported to the control plane.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "VAKT_ZONE", default_value = "")]
     pub zone: String,
     /// Where the last good snapshot is kept (`snapshot.pb`).
     #[arg(long, default_value = "vakt-cache")]

@@ -58,6 +58,9 @@ pub struct OnEnd {
     /// The attempt's outcome, when only the trailers can tell it (gRPC).
     pub verdict: Option<Verdict>,
     pub log: Option<RequestLog>,
+    /// A transparent listener's request slot (`maxRequests`), kept until
+    /// the body ends.
+    pub limit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A response body sent to the client.
@@ -130,6 +133,11 @@ impl ProxyBody {
         self.on_end = on_end;
     }
 
+    /// Holds a listener's request slot until the body ends.
+    pub fn set_limit(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.on_end.limit = Some(permit);
+    }
+
     /// Attaches the request log, finished when the body ends.
     pub fn set_log(&mut self, log: RequestLog) {
         self.on_end.log = Some(log);
@@ -151,6 +159,7 @@ impl ProxyBody {
             conn.release();
         }
         self.on_end.in_flight = None;
+        self.on_end.limit = None;
         if let Some(log) = self.on_end.log.take() {
             log.finish(self.sent, end);
         }

@@ -89,6 +89,25 @@ struct Candidate {
     matched: usize,
 }
 
+/// The listeners a table serves, in index order, with the `direction`
+/// label of each (`None` on HTTP listeners).
+#[derive(Clone, Copy, Debug)]
+pub struct Listeners<'a> {
+    pub names: &'a [Arc<str>],
+    pub directions: &'a [Option<&'static str>],
+}
+
+impl Listeners<'_> {
+    /// Request metrics of (route, backend), one per listener.
+    pub fn metrics(&self, route: &str, backend: &str) -> Vec<Arc<RequestMetrics>> {
+        self.names
+            .iter()
+            .zip(self.directions)
+            .map(|(l, d)| Arc::new(RequestMetrics::with_direction(l, *d, route, backend)))
+            .collect()
+    }
+}
+
 /// Default gap allowed between response body frames.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -101,8 +120,25 @@ impl RouteTable {
         backends: &HashMap<String, Arc<Backend>>,
         auth: &HashMap<String, Arc<Authenticator>>,
     ) -> Self {
+        let directions = vec![None; listeners.len()];
+        let labels = Listeners {
+            names: listeners,
+            directions: &directions,
+        };
+        Self::build_for(config, labels, backends, auth)
+    }
+
+    /// Like [`RouteTable::build`], with the `direction` label of each
+    /// listener's metrics (transparent listeners have one).
+    pub fn build_for(
+        config: &Config,
+        listeners: Listeners<'_>,
+        backends: &HashMap<String, Arc<Backend>>,
+        auth: &HashMap<String, Arc<Authenticator>>,
+    ) -> Self {
+        let names = listeners.names;
         let mut table = Self {
-            listeners: listeners.iter().map(|_| HostIndex::default()).collect(),
+            listeners: names.iter().map(|_| HostIndex::default()).collect(),
         };
         for route in &config.routes {
             let info = Arc::new(RouteInfo {
@@ -113,7 +149,7 @@ impl RouteTable {
             });
             for (i, rule) in route.rules.iter().enumerate() {
                 let entry = Arc::new(RuleEntry::compile(&info, i, rule, listeners, backends));
-                table.insert(&entry, listeners);
+                table.insert(&entry, names);
             }
         }
         for index in &mut table.listeners {
@@ -205,7 +241,7 @@ impl RuleEntry {
         route: &Arc<RouteInfo>,
         index: usize,
         rule: &config::Rule,
-        listeners: &[Arc<str>],
+        listeners: Listeners<'_>,
         backends: &HashMap<String, Arc<Backend>>,
     ) -> Self {
         let mut matches: Vec<RequestMatch> =
@@ -219,10 +255,7 @@ impl RuleEntry {
             .filter(|r| r.weight > 0)
             .filter_map(|r| {
                 let backend = backends.get(&r.name)?.clone();
-                let metrics = listeners
-                    .iter()
-                    .map(|l| Arc::new(RequestMetrics::new(l, &route.name, &backend.name)))
-                    .collect();
+                let metrics = listeners.metrics(&route.name, &backend.name);
                 Some(WeightedBackend {
                     backend,
                     weight: r.weight,
@@ -246,6 +279,46 @@ impl RuleEntry {
             },
             retry: rule.retry.clone(),
             fallback: rule.fallback.clone(),
+        }
+    }
+
+    /// A rule of no route that sends every request to `backend` with
+    /// default timeouts: what a transparent listener uses when no route
+    /// matches (a backend found by address, the original destination, or
+    /// the local application). Its metrics carry the route label `""`.
+    pub fn implicit(backend: Arc<Backend>, listeners: Listeners<'_>) -> Self {
+        let route = Arc::new(RouteInfo {
+            name: "".into(),
+            config: config::Route {
+                name: String::new(),
+                listeners: None,
+                hostnames: Vec::new(),
+                auth: None,
+                rate_limit: None,
+                rules: Vec::new(),
+            },
+            auth: None,
+            metrics: RouteMetrics::new(""),
+        });
+        let metrics = listeners.metrics("", &backend.name);
+        Self {
+            route,
+            index: 0,
+            matches: vec![RequestMatch::any()],
+            filters: Filters::compile(&[]),
+            total_weight: 1,
+            backends: vec![WeightedBackend {
+                backend,
+                weight: 1,
+                metrics,
+            }],
+            timeouts: Timeouts {
+                request: None,
+                backend_request: None,
+                idle: Some(DEFAULT_IDLE_TIMEOUT),
+            },
+            retry: None,
+            fallback: None,
         }
     }
 

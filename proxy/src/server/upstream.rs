@@ -75,7 +75,7 @@ pub fn prepare(
 
     let path = path.unwrap_or_else(|| PathAndQuery::from_static("/"));
     match backend.config.protocol {
-        Protocol::Http1 => {
+        Protocol::Http1 | Protocol::Tcp => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path);
             // HTTP/1.0 clients may send no Host; HTTP/1.1 needs one, so

@@ -21,6 +21,10 @@ pub const AUTH: &str = "vakt_auth_total";
 pub const TIMEOUTS: &str = "vakt_timeouts_total";
 pub const FALLBACKS: &str = "vakt_fallbacks_total";
 pub const RATE_LIMITED: &str = "vakt_rate_limited_total";
+pub const TCP_CONNECTIONS: &str = "vakt_tcp_connections_total";
+pub const TCP_ACTIVE: &str = "vakt_tcp_active_connections";
+pub const TCP_SENT: &str = "vakt_tcp_bytes_sent_total";
+pub const TCP_RECEIVED: &str = "vakt_tcp_bytes_received_total";
 
 /// Latency buckets in seconds, from 0.5 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -54,24 +58,52 @@ fn describe() {
     metrics::describe_counter!(TIMEOUTS, "Requests or attempts that ran out of time");
     metrics::describe_counter!(FALLBACKS, "Fallback responses served, by reason");
     metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit");
+    metrics::describe_counter!(TCP_CONNECTIONS, "Connections proxied as TCP");
+    metrics::describe_gauge!(TCP_ACTIVE, "Connections proxied as TCP, open now");
+    metrics::describe_counter!(
+        TCP_SENT,
+        metrics::Unit::Bytes,
+        "Bytes sent upstream on connections proxied as TCP"
+    );
+    metrics::describe_counter!(
+        TCP_RECEIVED,
+        metrics::Unit::Bytes,
+        "Bytes received from upstream on connections proxied as TCP"
+    );
 }
 
-/// Request counters and durations of one (listener, route, backend).
+/// Request counters and durations of one (listener, route, backend); on
+/// a transparent listener also labelled with its `direction`.
 #[derive(Debug)]
 pub struct RequestMetrics {
-    labels: [Label; 3],
+    labels: Vec<Label>,
     common: [OnceLock<Counter>; COMMON_CODES.len()],
     durations: [OnceLock<Histogram>; 5],
 }
 
 impl RequestMetrics {
     pub fn new(listener: &str, route: &str, backend: &str) -> Self {
+        Self::with_direction(listener, None, route, backend)
+    }
+
+    /// Series with a `direction` label (`outbound`, `inbound`) when one
+    /// is given; HTTP listeners give none and keep their label set.
+    pub fn with_direction(
+        listener: &str,
+        direction: Option<&'static str>,
+        route: &str,
+        backend: &str,
+    ) -> Self {
+        let mut labels = vec![
+            Label::new("listener", listener.to_string()),
+            Label::new("route", route.to_string()),
+            Label::new("backend", backend.to_string()),
+        ];
+        if let Some(d) = direction {
+            labels.push(Label::new("direction", d));
+        }
         Self {
-            labels: [
-                Label::new("listener", listener.to_string()),
-                Label::new("route", route.to_string()),
-                Label::new("backend", backend.to_string()),
-            ],
+            labels,
             common: Default::default(),
             durations: Default::default(),
         }
@@ -92,14 +124,14 @@ impl RequestMetrics {
     }
 
     fn counter(&self, code: u16) -> Counter {
-        let mut labels = self.labels.to_vec();
+        let mut labels = self.labels.clone();
         labels.push(Label::new("code", code.to_string()));
         metrics::counter!(REQUESTS, labels)
     }
 
     fn histogram(&self, class: usize) -> Histogram {
         const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-        let mut labels = self.labels.to_vec();
+        let mut labels = self.labels.clone();
         labels.push(Label::new("code_class", CLASSES[class]));
         metrics::histogram!(REQUEST_DURATION, labels)
     }
@@ -177,4 +209,39 @@ pub fn timeout(backend: &str) {
 /// Counts `vakt_fallbacks_total{backend,reason}`; off the fast path.
 pub fn fallback(backend: &str, reason: &'static str) {
     metrics::counter!(FALLBACKS, "backend" => backend.to_string(), "reason" => reason).increment(1);
+}
+
+/// `vakt_tcp_*{direction,backend}` of one (direction, backend): registered
+/// once, so a connection formats no label.
+#[derive(Debug)]
+pub struct TcpMetrics {
+    pub connections: Counter,
+    pub active: Gauge,
+    /// Bytes from the client sent upstream.
+    pub sent: Counter,
+    /// Bytes from upstream sent to the client.
+    pub received: Counter,
+}
+
+impl TcpMetrics {
+    pub fn new(direction: &'static str, backend: &str) -> Self {
+        let labels = [
+            Label::new("direction", direction),
+            Label::new("backend", backend.to_string()),
+        ];
+        Self {
+            connections: metrics::counter!(TCP_CONNECTIONS, labels.iter()),
+            active: metrics::gauge!(TCP_ACTIVE, labels.iter()),
+            sent: metrics::counter!(TCP_SENT, labels.iter()),
+            received: metrics::counter!(TCP_RECEIVED, labels.iter()),
+        }
+    }
+
+    /// Counts a connection opened; the gauge stays up until the returned
+    /// guard drops.
+    pub fn opened(&self) -> ConnectionOpen {
+        self.connections.increment(1);
+        self.active.increment(1.0);
+        ConnectionOpen(self.active.clone())
+    }
 }
