@@ -14,7 +14,7 @@
 # Stays up until Ctrl-C; with --exit (or VAKT_DEMO_EXIT=1) it stops after
 # the walk-through. Everything it started stops when it ends.
 # Env: VAKT_BIN_DIR (use built binaries, skip cargo), VAKT_DEMO_PORT_BASE
-# (default 19000: ports BASE to BASE+70 are used).
+# (default 16000: ports BASE to BASE+70 are used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,13 +35,20 @@ else
   bin=${CARGO_TARGET_DIR:-target}/release
 fi
 
-base=${VAKT_DEMO_PORT_BASE:-19000}
+base=${VAKT_DEMO_PORT_BASE:-16000}
 lo=127.0.0.1
 control=$lo:$((base + 70))
 edge=$lo:$base edge_admin=$lo:$((base + 1))
 a_app=$lo:$((base + 10)) a_in=$lo:$((base + 11)) a_out=$lo:$((base + 12)) a_admin=$lo:$((base + 13))
 b1_app=$lo:$((base + 20)) b1_in=$lo:$((base + 21)) b1_admin=$lo:$((base + 23))
 b2_app=$lo:$((base + 30)) b2_in=$lo:$((base + 31)) b2_admin=$lo:$((base + 33))
+
+for port in $(seq "$base" $((base + 33))) $((base + 70)); do
+  if (exec 3<>"/dev/tcp/$lo/$port") 2>/dev/null; then
+    echo "port $port is in use; choose other ports with VAKT_DEMO_PORT_BASE" >&2
+    exit 1
+  fi
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vakt-demo.XXXXXX")
 pids=()

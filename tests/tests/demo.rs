@@ -2,13 +2,28 @@
 //! the walk-through shows the chain, the ejection, the breaker and the
 //! fallback, and every process it started is gone when it returns.
 
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Ports 19100 to 19170: below the range the other tests draw from.
-const PORT_BASE: &str = "19100";
 const LIMIT: Duration = Duration::from_secs(90);
+
+/// A base for the demo's ports (base to base+33, and base+70) all free
+/// now, between 12000 and 16000: below the range the other tests draw
+/// from.
+fn port_base() -> u16 {
+    for _ in 0..100 {
+        let base = 12_000 + 100 * fastrand::u16(0..40);
+        let free = (base..=base + 33)
+            .chain([base + 70])
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free block of ports for the demo");
+}
 
 #[test]
 fn demo_walks_through_the_mesh_and_stops_everything() {
@@ -17,13 +32,14 @@ fn demo_walks_through_the_mesh_and_stops_everything() {
         return;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo.sh");
+    let base = port_base();
     let start = Instant::now();
     let out = Command::new("timeout")
         .arg(LIMIT.as_secs().to_string())
         .arg(script)
         .arg("--exit")
         .env("VAKT_BIN_DIR", vakt_tests::bins::dir())
-        .env("VAKT_DEMO_PORT_BASE", PORT_BASE)
+        .env("VAKT_DEMO_PORT_BASE", base.to_string())
         .output()
         .expect("run deploy/demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -36,6 +52,7 @@ fn demo_walks_through_the_mesh_and_stops_everything() {
     );
     assert!(start.elapsed() < LIMIT);
 
+    let a_metrics = format!("http://127.0.0.1:{}/metrics", base + 13);
     for expected in [
         "stored: version 1",
         "a -> b1 (200)",
@@ -43,7 +60,7 @@ fn demo_walks_through_the_mesh_and_stops_everything() {
         "a -> fallback (b is unavailable) (200)",
         "vakt_breaker_state{backend=\"b\"} 1",
         "reason=\"breaker-open\"",
-        "http://127.0.0.1:19113/metrics",
+        &a_metrics,
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{all}");
     }
