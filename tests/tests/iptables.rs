@@ -2,7 +2,8 @@
 //! test: one copy of the rules after two runs, none after `--clean`, the
 //! app's TCP redirected to the outbound listener and arriving TCP to the
 //! inbound one, while the proxy's UID, loopback and ignored ports pass
-//! untouched. Runs as root only (see `vakt_tests::netns::available`).
+//! untouched; those run as root only (see `vakt_tests::netns::available`).
+//! `--dry-run` and flag checking are tested everywhere.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,4 +164,61 @@ fn legacy_mode_and_port_lists() {
     lab.exec("pod", &[s.as_str(), "--clean"]).expect("--clean");
     assert_eq!(nat(&lab, "iptables-legacy-save"), "");
     assert_eq!(get(&lab, "peer", None, pod_ip), "app");
+}
+
+/// Without root: `--dry-run` prints the rules the flags ask for, and bad
+/// flags are refused before anything is touched.
+#[test]
+fn dry_run_prints_the_rules_and_bad_flags_are_refused() {
+    let s = script();
+    let run = |args: &[&str]| {
+        std::process::Command::new("sh")
+            .arg(&s)
+            .args(args)
+            .output()
+            .expect("run vakt-iptables")
+    };
+    let out = run(&[
+        "--dry-run",
+        "--inbound-ports",
+        "80,8080",
+        "--proxy-uid",
+        "1800",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("*nat\n") && text.ends_with("COMMIT\n"),
+        "{text}"
+    );
+    for rule in [
+        "-A VAKT_INBOUND -p tcp --dport 80 -j VAKT_IN_REDIRECT",
+        "-A VAKT_INBOUND -p tcp --dport 8080 -j VAKT_IN_REDIRECT",
+        "-A VAKT_INBOUND -p tcp --dport 17000 -j RETURN",
+        "-m owner --uid-owner 1800 -j RETURN",
+        "-m owner --gid-owner 1800 -j RETURN",
+        "-A OUTPUT -p tcp -j VAKT_OUTBOUND",
+    ] {
+        assert!(text.contains(rule), "no {rule:?} in:\n{text}");
+    }
+    let none = run(&["--dry-run", "--inbound-ports", ""]);
+    let text = String::from_utf8_lossy(&none.stdout);
+    assert!(!text.contains("PREROUTING"), "{text}");
+    assert!(!text.contains("VAKT_IN_REDIRECT -p tcp --dport"), "{text}");
+
+    for bad in [
+        &["--outbound-port", "70000"][..],
+        &["--inbound-ports-to-ignore", "80,x"],
+        &["--proxy-uid", "me"],
+        &["--mode", "ebpf"],
+        &["--no-such-flag"],
+        &["--inbound-port"],
+    ] {
+        let mut args = vec!["--dry-run"];
+        args.extend_from_slice(bad);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("vakt-iptables: "), "{bad:?}: {err}");
+    }
 }
