@@ -144,43 +144,12 @@ impl Lab {
         run("ip", &all)
     }
 
-    /// Runs `args` in namespace `name` as `uid` (same GID, no
-    /// supplementary groups) and waits for it.
-    pub fn exec_as(&self, name: &str, uid: u32, args: &[&str]) -> Result<Output, LabError> {
-        let id = uid.to_string();
-        let mut all = vec![
-            "setpriv",
-            "--reuid",
-            &id,
-            "--regid",
-            &id,
-            "--clear-groups",
-            "--",
-        ];
-        all.extend_from_slice(args);
-        self.exec(name, &all)
-    }
-
     /// `curl -s --max-time 5 args` in namespace `name`, as `uid` when
     /// given: its standard output, also when curl fails (with `-w`, the
     /// output says how).
     pub fn curl(&self, name: &str, uid: Option<u32>, args: &[&str]) -> Result<String, LabError> {
-        let ns = self.ns(name);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns]);
-        if let Some(uid) = uid {
-            let id = uid.to_string();
-            cmd.args([
-                "setpriv",
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                "--",
-            ]);
-        }
-        let out = cmd
+        let out = self
+            .command(name, uid)
             .args(["curl", "-s", "--max-time", "5"])
             .args(args)
             .stdin(Stdio::null())
@@ -244,20 +213,7 @@ impl Lab {
         args: &[&str],
     ) -> Result<(), LabError> {
         let log = File::create(self.log_path(name))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(ns)]);
-        if let Some(uid) = uid {
-            let id = uid.to_string();
-            cmd.args([
-                "setpriv",
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                "--",
-            ]);
-        }
+        let mut cmd = self.command(ns, uid);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -285,12 +241,17 @@ impl Lab {
         killed
     }
 
-    /// Whether process `name` is still running.
-    pub fn running(&mut self, name: &str) -> bool {
-        self.procs
-            .iter_mut()
-            .find(|p| p.name == name)
-            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    /// `ip netns exec NS`, followed by `setpriv` to `uid` (same GID, no
+    /// supplementary groups) when given: the command to add arguments to.
+    fn command(&self, ns: &str, uid: Option<u32>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(ns)]);
+        if let Some(uid) = uid {
+            let id = uid.to_string();
+            let user = ["--reuid", &id, "--regid", &id, "--clear-groups", "--"];
+            cmd.arg("setpriv").args(user);
+        }
+        cmd
     }
 
     /// Where process `name` logs.
@@ -311,16 +272,6 @@ impl Lab {
             }
         }
         out
-    }
-
-    /// Copies `src` into the lab directory, readable and executable by
-    /// every user, and returns the copy's path.
-    pub fn install(&self, src: &Path) -> Result<PathBuf, LabError> {
-        let name = src.file_name().unwrap_or(src.as_os_str());
-        let dst = self.dir.path().join(name);
-        std::fs::copy(src, &dst)?;
-        set_mode(&dst, 0o755)?;
-        Ok(dst)
     }
 }
 
