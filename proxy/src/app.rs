@@ -17,6 +17,9 @@ use crate::{admin, discovery, listener, reload};
 /// example services.
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
 
+/// How long spans still queued for export may take at shutdown.
+const SPAN_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Loads the config the command line names, or the built-in default.
 pub fn load(cli: &Cli) -> Result<Config, Problems> {
     let (config, source) = match &cli.config {
@@ -123,6 +126,9 @@ pub async fn serve(
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(tracer) = &proxy.tracer {
+        tracer.flush(SPAN_FLUSH_TIMEOUT).await;
     }
     tracing::info!("drained");
     Ok(())

@@ -23,6 +23,7 @@ use crate::edge::tls::EdgeTls;
 use crate::edge::watch::DEFAULT_RELOAD_INTERVAL;
 use crate::route::RouteTable;
 use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::trace::Tracer;
 
 /// Routes and backends of one config.
 pub struct Routing {
@@ -54,6 +55,8 @@ pub struct Proxy {
     routing: ArcSwap<Routing>,
     /// Metrics of requests no route matched, per listener.
     pub unrouted: Vec<Arc<RequestMetrics>>,
+    /// Present when tracing is on; fixed at start.
+    pub tracer: Option<Arc<Tracer>>,
     ready: AtomicBool,
     draining: AtomicBool,
     versions: AtomicU64,
@@ -95,6 +98,7 @@ impl Proxy {
             conn_limit: ConnLimiter::new(config.limits.max_connections_per_ip),
             routing: ArcSwap::from_pointee(routing),
             unrouted,
+            tracer: Tracer::from_config(&config.tracing),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             versions: AtomicU64::new(1),
@@ -121,6 +125,9 @@ impl Proxy {
             tracing::warn!("listener changes take effect at the next start");
         }
         let mut layers = self.layers.lock().expect("layers lock");
+        if config.tracing != layers.file.tracing {
+            tracing::warn!("tracing changes take effect at the next start");
+        }
         let version = self.swap(&config, layers.snapshot.as_ref())?;
         layers.file = config;
         Ok(version)
