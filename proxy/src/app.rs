@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use vakt_api::config::Otlp;
 use vakt_api::{Config, Problems};
 
 use crate::cli::Cli;
@@ -31,7 +32,26 @@ pub fn load(cli: &Cli) -> Result<Config, Problems> {
         }
     };
     check_bootstrap(&config).map_err(|p| p.with_source(source))?;
+    let config = with_otlp_endpoint(config, cli.otlp_endpoint.as_deref());
+    let mut problems = Problems::default();
+    vakt_api::validate::check_tracing(&config.tracing, &mut problems);
+    problems
+        .into_result()
+        .map_err(|p| p.with_source("--otlp-endpoint"))?;
     Ok(config)
+}
+
+/// The config with tracing on and spans sent to `endpoint`, when given.
+fn with_otlp_endpoint(mut config: Config, endpoint: Option<&str>) -> Config {
+    let Some(endpoint) = endpoint else {
+        return config;
+    };
+    config.tracing.enabled = true;
+    match &mut config.tracing.otlp {
+        Some(otlp) => otlp.endpoint = endpoint.to_owned(),
+        None => config.tracing.otlp = Some(Otlp::new(endpoint)),
+    }
+    config
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. Returns the exit

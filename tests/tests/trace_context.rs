@@ -186,3 +186,30 @@ async fn with_tracing_off_both_headers_cross_untouched() {
         assert!(line.get("span_id").is_none(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn the_otlp_endpoint_flag_turns_tracing_on_and_is_checked() {
+    let app = Upstream::example(ExampleConfig::named("app")).await;
+    // A collector address nothing answers on: spans are dropped, requests
+    // are not held.
+    let proxy = hop("edge", app.addr(), "http1", "")
+        .arg("--otlp-endpoint")
+        .arg("http://127.0.0.1:9")
+        .start()
+        .await
+        .expect("proxy starts");
+    let got = echo(&proxy, &[]).await;
+    let (trace, _, _) = split(got.header("traceparent").expect("a new trace"));
+    let line = &proxy.wait_for_access_logs(1, T).await[0];
+    assert_eq!(field(line, "trace_id"), trace);
+
+    let mut bad = hop("edge", app.addr(), "http1", "")
+        .env("VAKT_OTLP_ENDPOINT", "collector:4317")
+        .spawn()
+        .await
+        .unwrap();
+    let status = bad.wait_exit(T).await.expect("exits");
+    assert_eq!(status.code(), Some(1));
+    let log = bad.stderr_lines().join("\n");
+    assert!(log.contains("tracing.otlp.endpoint"), "{log}");
+}

@@ -39,6 +39,17 @@ pub struct Otlp {
     pub timeout: Duration,
 }
 
+impl Otlp {
+    /// A collector at `endpoint`, other keys at their defaults.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            service_name: default_service_name(),
+            timeout: default_export_timeout(),
+        }
+    }
+}
+
 impl Default for Tracing {
     fn default() -> Self {
         Self {
