@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
-use vakt_api::config::{Limits, Listener};
+use vakt_api::config::{Limits, Listener, Tracing};
 use vakt_api::{Config, Problems};
 
 use crate::backend::Backend;
@@ -57,6 +57,8 @@ pub struct Proxy {
     pub unrouted: Vec<Arc<RequestMetrics>>,
     /// Present when tracing is on; fixed at start.
     pub tracer: Option<Arc<Tracer>>,
+    /// The tracing settings read at start (with the command line's).
+    tracing: Tracing,
     ready: AtomicBool,
     draining: AtomicBool,
     versions: AtomicU64,
@@ -99,6 +101,7 @@ impl Proxy {
             routing: ArcSwap::from_pointee(routing),
             unrouted,
             tracer: Tracer::from_config(&config.tracing),
+            tracing: config.tracing.clone(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             versions: AtomicU64::new(1),
@@ -125,9 +128,6 @@ impl Proxy {
             tracing::warn!("listener changes take effect at the next start");
         }
         let mut layers = self.layers.lock().expect("layers lock");
-        if config.tracing != layers.file.tracing {
-            tracing::warn!("tracing changes take effect at the next start");
-        }
         let version = self.swap(&config, layers.snapshot.as_ref())?;
         layers.file = config;
         Ok(version)
@@ -146,10 +146,11 @@ impl Proxy {
     /// listeners and swaps it in.
     fn swap(&self, file: &Config, snapshot: Option<&Config>) -> Result<u64, Problems> {
         let mut config = merge(file, snapshot)?;
-        // What runs is what `/config` shows: listeners and limits are
-        // fixed at start.
+        // What runs is what `/config` shows: listeners, limits and
+        // tracing are fixed at start.
         config.listeners = self.listeners.clone();
         config.limits = self.limits.clone();
+        config.tracing = self.tracing.clone();
         let mut problems = Problems::default();
         vakt_api::validate::check_backends(&config.backends, &mut problems);
         let names: Vec<&str> = self.listener_names.iter().map(|n| &**n).collect();

@@ -50,14 +50,19 @@ pub struct SpanContext {
 /// What is known of a finished span, for its export.
 pub struct FinishedSpan<'a> {
     pub context: SpanContext,
+    /// When the request arrived (wall clock).
     pub start: SystemTime,
+    /// From arrival to the end of the response body.
     pub duration: Duration,
     pub method: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
     pub backend: Option<&'a str>,
+    /// The endpoint of the attempt that answered.
     pub endpoint: Option<&'a str>,
+    /// Attempts sent to endpoints; 0 when none was.
     pub attempts: u32,
+    /// The status code the client got.
     pub status: u16,
     /// The `vakt-error` reason when the proxy answered itself.
     pub error: Option<&'a str>,
