@@ -238,3 +238,49 @@ async fn the_proxy_span_reaches_the_collector_with_its_ids_and_attributes() {
     assert!(sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert!(sent.ends_with("-00"));
 }
+
+#[tokio::test]
+async fn flush_exports_queued_spans_at_once() {
+    use vakt_proxy::telemetry::otlp::Exporter;
+    use vakt_proxy::telemetry::trace::{FinishedSpan, SpanContext};
+
+    let (collector, mut spans) = start_collector().await;
+    let config = vakt_api::config::Otlp::new(format!("http://{collector}"));
+    let exporter = Exporter::spawn(&config).expect("exporter starts");
+    let context = SpanContext {
+        trace_id: [7; 16],
+        span_id: [8; 8],
+        parent_id: None,
+        flags: 1,
+    };
+    exporter.send(&FinishedSpan {
+        context,
+        start: std::time::SystemTime::now(),
+        duration: Duration::from_millis(3),
+        method: "POST",
+        path: "/pay",
+        route: None,
+        backend: None,
+        endpoint: None,
+        attempts: 0,
+        status: 404,
+        error: Some("no-route"),
+    });
+    // Well inside the one-second batch interval.
+    let started = tokio::time::Instant::now();
+    exporter.flush(T).await;
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let (service, span) = spans.try_recv().expect("exported by the flush");
+    assert_eq!(service, "vakt-proxy");
+    assert_eq!(span.name, "POST");
+    assert_eq!(span.trace_id, vec![7; 16]);
+    assert_eq!(
+        span.end_time_unix_nano - span.start_time_unix_nano,
+        3_000_000
+    );
+    assert_eq!(
+        string_attr(&span.attributes, "vakt.error").as_deref(),
+        Some("no-route")
+    );
+    assert!(span.status.is_none(), "a 404 is not a server error");
+}
