@@ -1,7 +1,7 @@
 //! The `vakt-control` command line: `serve`, and the operator commands
 //! that call a running control plane.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -64,6 +64,19 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOptions,
     },
+    /// Add the vakt-proxy sidecar to the pod templates of Kubernetes
+    /// manifests (`-f -` reads standard input); writes them to standard
+    /// output. Nothing is written when a workload is refused.
+    Inject {
+        /// Manifests to read; `-` is standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Remove what injection added instead.
+        #[arg(long)]
+        uninject: bool,
+        #[command(flatten)]
+        opts: crate::inject::InjectOptions,
+    },
 }
 
 /// How the operator commands reach the control plane.
@@ -119,6 +132,11 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             print_change(resp)
         }
         Command::History { client } => history(&client).await,
+        Command::Inject {
+            file,
+            uninject,
+            opts,
+        } => inject(&file, uninject, &opts),
         Command::Rollback { to, client } => {
             let req = pb::RollbackRequest { to_version: to };
             let resp = connect(&client).await?.rollback(req).await;
@@ -127,14 +145,34 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn apply(file: &str, client: &ClientOptions) -> anyhow::Result<()> {
-    let text = if file == "-" {
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
-        s
+        Ok(s)
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+fn inject(file: &str, uninject: bool, opts: &crate::inject::InjectOptions) -> anyhow::Result<()> {
+    use crate::inject::{Mode, transform};
+    let text = read_input(file)?;
+    let mode = if uninject {
+        Mode::Uninject
+    } else {
+        Mode::Inject
     };
+    let out = transform(&text, mode, opts).map_err(|e| anyhow::anyhow!("{file}:\n{e}"))?;
+    for note in &out.notes {
+        eprintln!("note: {note}");
+    }
+    std::io::stdout().write_all(out.text.as_bytes())?;
+    Ok(())
+}
+
+async fn apply(file: &str, client: &ClientOptions) -> anyhow::Result<()> {
+    let text = read_input(file)?;
     let objects = vakt_api::httproute::read_documents(&text)
         .map_err(|p| anyhow::anyhow!("{}", p.with_source(file.to_string())))?;
     let req = pb::ApplyRequest {

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config_api;
 pub mod discovery;
 pub mod health;
+pub mod inject;
 pub mod nodes;
 pub mod probe;
 pub mod server;
