@@ -56,6 +56,7 @@ async fn serve_child(dir: &Path, listen: &str) -> anyhow::Result<()> {
         health_quorum: 2,
         health_report_ttl: "30s".parse()?,
         probe_interval: None,
+        metrics_listen: None,
     };
     vakt_control::start(opts).await?.wait().await
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +48,7 @@ pub fn options(dir: &Path) -> ServeOptions {
         health_quorum: 2,
         health_report_ttl: "30s".parse().unwrap(),
         probe_interval: None,
+        metrics_listen: None,
     }
 }
 

@@ -10,8 +10,11 @@
 //! [`Handle::detail`]. When the stream breaks the proxy keeps serving and
 //! reconnects with exponential backoff and jitter.
 //!
-//! Metrics: `vakt_snapshot_version` (gauge), `vakt_snapshots_total{result}`
-//! (`ack`/`nack`), `vakt_control_plane_connected` (gauge, 0 or 1) and
+//! Metrics: `vakt_snapshot_version` (gauge: the version served, from the
+//! control plane or the disk cache), `vakt_snapshot_acked_version` (gauge:
+//! the last version acked to the control plane),
+//! `vakt_snapshots_total{result}` (`ack`/`nack`),
+//! `vakt_control_plane_connected` (gauge, 0 or 1) and
 //! `vakt_snapshot_staleness_seconds` (gauge: 0 while connected, else the
 //! time since the served snapshot was last known current).
 
