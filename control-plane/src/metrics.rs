@@ -70,6 +70,23 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     rsp
 }
 
+/// A per-node gauge: name after `vakt_control_`, help, value.
+type NodeGauge = (&'static str, &'static str, fn(&Node) -> u64);
+
+const PER_NODE: [NodeGauge; 3] = [
+    ("node_connected", "1 while the node's stream is up", |n| {
+        u64::from(n.connected)
+    }),
+    ("node_acked_version", "Last version the node acked", |n| {
+        n.acked_version
+    }),
+    (
+        "node_nacked_version",
+        "Last version the node refused",
+        |n| n.nacked_version,
+    ),
+];
+
 /// The whole exposition, rendered from the replica's state now.
 pub fn render(shared: &Shared) -> String {
     let nodes = shared.nodes.list();
@@ -85,20 +102,7 @@ pub fn render(shared: &Shared) -> String {
     let gone = nodes.len() - connected;
     let _ = writeln!(out, "vakt_control_nodes{{state=\"disconnected\"}} {gone}");
 
-    let per_node: [(&str, &str, fn(&Node) -> u64); 3] = [
-        ("node_connected", "1 while the node's stream is up", |n| {
-            u64::from(n.connected)
-        }),
-        ("node_acked_version", "Last version the node acked", |n| {
-            n.acked_version
-        }),
-        (
-            "node_nacked_version",
-            "Last version the node refused",
-            |n| n.nacked_version,
-        ),
-    ];
-    for (name, help, value) in per_node {
+    for (name, help, value) in PER_NODE {
         header(&mut out, name, "gauge", help);
         for n in &nodes {
             let _ = write!(out, "vakt_control_{name}{{node=\"");

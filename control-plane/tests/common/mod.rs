@@ -254,3 +254,22 @@ pub fn spawn_node(opts: discovery::Options) -> (Arc<RecordingSink>, discovery::H
     let handle = discovery::spawn(opts, sink.clone());
     (sink, handle)
 }
+
+/// Polls the async check `f` every 100 ms until it holds or `limit`
+/// passes.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
