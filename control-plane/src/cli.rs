@@ -13,6 +13,7 @@ use vakt_api::pb::control::v1 as pb;
 use vakt_api::pb::control::v1::config_service_client::ConfigServiceClient;
 
 use crate::server::ServeOptions;
+use crate::stat::StatOptions;
 
 /// vakt-control: stores routes and backends and streams them to proxies.
 #[derive(Debug, Parser)]
@@ -64,6 +65,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOptions,
     },
+    /// Show each route's and backend's request rate, success rate and p99
+    /// latency, read from the proxies' /metrics, refreshed every interval.
+    Stat(StatOptions),
 }
 
 /// How the operator commands reach the control plane.
@@ -96,6 +100,7 @@ async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve(opts) => crate::server::start(opts).await?.wait().await,
+        Command::Stat(opts) => crate::stat::run(opts).await,
         Command::Apply { file, client } => apply(&file, &client).await,
         Command::Get {
             what,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod probe;
 pub mod server;
+pub mod stat;
 pub mod state;
 pub mod store;
 

