@@ -81,9 +81,12 @@ pub struct ClientOptions {
     pub token_file: Option<PathBuf>,
 }
 
-type Client = ConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+/// The config-service client the operator commands use.
+pub type Client =
+    ConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
+/// A config-service client for `opts`.
+pub async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
     let token = match &opts.token_file {
         Some(p) => crate::auth::read_tokens(p)?.remove(0),
         None => bail!("--token-file (or VAKT_TOKEN_FILE) is required"),

@@ -51,6 +51,11 @@ async fn metrics_show_the_latest_version_and_each_nodes_answer() {
     assert_eq!(m.get("vakt_control_nacks_total", &[]), Some(1.0));
     assert_eq!(m.get("vakt_control_unhealthy_endpoints", &[]), Some(0.0));
 
+    // The node binds its admin on 0.0.0.0:15999 and connects from
+    // loopback.
+    let listed = nodes(&mut c).await;
+    assert_eq!(listed[0].admin_address, "127.0.0.1:15999");
+
     let other = vakt_tests::client::get(at, "/other").await.unwrap();
     assert_eq!(other.status, 404);
     cp.shutdown().await;

@@ -27,7 +27,6 @@ use std::time::Duration;
 use common::prometheus::{Prometheus, dashboard_exprs, deploy_dir, find, grafana_dir};
 use common::*;
 use vakt_tests::fault::{Fault, FaultyUpstream};
-use vakt_tests::proxy::{Proxy, ProxyBuilder};
 
 /// The whole test gives up after this long.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -47,22 +46,6 @@ routes:
   - {{name: down, hostnames: [down], rules: [{{backendRefs: [{{name: down}}]}}]}}
 "#
     )
-}
-
-async fn proxy_of(cp: SocketAddr, dir: &std::path::Path) -> Proxy {
-    let (_, node) = token_files(dir);
-    ProxyBuilder::yaml("listeners: [{name: outbound, address: \"${main}\"}]\n")
-        .arg("--control-plane")
-        .arg(format!("http://{cp}"))
-        .arg("--node-id")
-        .arg("observe-1")
-        .arg("--token-file")
-        .arg(node.display().to_string())
-        .arg("--cache-dir")
-        .arg(dir.join("cache").display().to_string())
-        .start()
-        .await
-        .expect("the proxy gets its snapshot and is ready")
 }
 
 fn prometheus_yml(proxy_admin: SocketAddr, control: SocketAddr) -> String {

@@ -113,3 +113,43 @@ async fn stat_fails_when_no_proxy_answers() {
     assert!(err.contains("no proxy answered"), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_finds_the_proxies_through_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let flaky = one_in_four_fails().await;
+    let mut c = client(cp.addr).await;
+    let yaml = route_yaml("flaky", &flaky.addr().to_string());
+    apply(&mut c, &yaml).await.unwrap();
+    let proxy = proxy_of(cp.addr, dir.path()).await;
+    let listed = nodes(&mut c).await;
+    assert_eq!(listed[0].admin_address, proxy.admin().to_string());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = traffic(proxy.listener(), "flaky", stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (admin, _) = token_files(dir.path());
+    let server = format!("http://{}", cp.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_vakt-control"))
+            .args(["stat", "--once", "--interval", "1s", "--server", &server])
+            .arg("--token-file")
+            .arg(admin)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(sender.await.unwrap() > 0);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = percent(row(&table, "flaky")[2]);
+    assert!((ok - 75.0).abs() <= 2.0, "one in four fails:\n{table}");
+    cp.shutdown().await;
+}

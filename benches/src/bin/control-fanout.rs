@@ -228,6 +228,7 @@ async fn simulated_proxy(url: String, i: usize, done: mpsc::UnboundedSender<()>)
             service: "bench".into(),
             zone: "z".into(),
             version: 0,
+            admin_address: String::new(),
         };
         tx.send(msg(node_message::Kind::Hello(hello))).await?;
         let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);

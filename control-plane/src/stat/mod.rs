@@ -21,8 +21,9 @@ pub use counts::{Counts, Kind, Totals, Window};
 #[derive(Clone, Debug, clap::Args)]
 pub struct StatOptions {
     /// A proxy's admin address (`host:port`) to read `/metrics` from;
-    /// repeat for several proxies.
-    #[arg(long = "proxy", value_name = "HOST:PORT", required = true)]
+    /// repeat for several proxies. Without any, every connected node the
+    /// control plane (`--server`) lists with an admin address is read.
+    #[arg(long = "proxy", value_name = "HOST:PORT")]
     pub proxies: Vec<String>,
     /// Time between two scrapes.
     #[arg(long, default_value = "2s")]
@@ -30,13 +31,19 @@ pub struct StatOptions {
     /// Print one table, measured over one interval, and exit.
     #[arg(long)]
     pub once: bool,
+    #[command(flatten)]
+    pub client: crate::cli::ClientOptions,
 }
 
 /// Runs the live view until interrupted, or prints one table with
 /// `--once`.
 pub async fn run(opts: StatOptions) -> anyhow::Result<()> {
     let every = opts.interval.get().max(Duration::from_millis(100));
-    let mut before = scrape_all(&opts.proxies).await?;
+    let proxies = match opts.proxies.is_empty() {
+        true => from_nodes(&opts.client).await?,
+        false => opts.proxies.clone(),
+    };
+    let mut before = scrape_all(&proxies).await?;
     loop {
         let wait = tokio::time::sleep(every);
         if !opts.once {
@@ -47,7 +54,7 @@ pub async fn run(opts: StatOptions) -> anyhow::Result<()> {
         } else {
             wait.await;
         }
-        let now = scrape_all(&opts.proxies).await?;
+        let now = scrape_all(&proxies).await?;
         let table = Window::between(&before, &now, every).render();
         if opts.once {
             print!("{table}");
@@ -57,6 +64,23 @@ pub async fn run(opts: StatOptions) -> anyhow::Result<()> {
         print!("\x1b[2J\x1b[H{table}");
         before = now;
     }
+}
+
+/// The admin addresses of the connected nodes the control plane lists.
+async fn from_nodes(client: &crate::cli::ClientOptions) -> anyhow::Result<Vec<String>> {
+    let req = vakt_api::pb::control::v1::ListNodesRequest {};
+    let nodes = crate::cli::connect(client).await?.list_nodes(req).await?;
+    let found: Vec<String> = nodes
+        .into_inner()
+        .nodes
+        .into_iter()
+        .filter(|n| n.connected && !n.admin_address.is_empty())
+        .map(|n| n.admin_address)
+        .collect();
+    if found.is_empty() {
+        bail!("no connected node reports an admin address; name proxies with --proxy");
+    }
+    Ok(found)
 }
 
 /// Scrapes every proxy; one that does not answer is named on standard

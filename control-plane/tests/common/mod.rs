@@ -178,6 +178,7 @@ pub fn node_options(addr: SocketAddr, id: &str, dir: &Path, cache: &Path) -> dis
         zone: "z1".into(),
         cache_dir: cache.to_path_buf(),
         report_interval: "100ms".parse().unwrap(),
+        admin_address: Some("0.0.0.0:15999".parse().unwrap()),
     }
 }
 
@@ -314,4 +315,22 @@ pub fn traffic(
         }
         sent
     })
+}
+
+/// A real `vakt-proxy` (node `observe-1`) with one listener, following the
+/// control plane at `cp`; ready once it has its first snapshot.
+pub async fn proxy_of(cp: SocketAddr, dir: &Path) -> vakt_tests::proxy::Proxy {
+    let (_, node) = token_files(dir);
+    vakt_tests::proxy::ProxyBuilder::yaml("listeners: [{name: outbound, address: \"${main}\"}]\n")
+        .arg("--control-plane")
+        .arg(format!("http://{cp}"))
+        .arg("--node-id")
+        .arg("observe-1")
+        .arg("--token-file")
+        .arg(node.display().to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("cache").display().to_string())
+        .start()
+        .await
+        .expect("the proxy gets its snapshot and is ready")
 }

@@ -69,6 +69,10 @@ pub struct Options {
     /// format of config files; default `5s`.
     #[arg(long, default_value = "5s")]
     pub report_interval: vakt_api::Duration,
+    /// The admin listener's address, reported in the hello so operators
+    /// can find this proxy's `/metrics`; set by the proxy, not a flag.
+    #[arg(skip)]
+    pub admin_address: Option<std::net::SocketAddr>,
 }
 
 /// Backoff between reconnects: doubles from 250 ms up to 30 s, with each

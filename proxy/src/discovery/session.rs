@@ -79,6 +79,11 @@ async fn session<S: SnapshotSink>(cx: &Context<S>) -> Result<(), BoxError> {
         service: cx.options.service.clone(),
         zone: cx.options.zone.clone(),
         version: cx.handle.version(),
+        admin_address: cx
+            .options
+            .admin_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     tx.send(node(node_message::Kind::Hello(hello))).await?;
     let outbound =
