@@ -153,3 +153,53 @@ async fn stat_finds_the_proxies_through_the_control_plane() {
     assert!((ok - 75.0).abs() <= 2.0, "one in four fails:\n{table}");
     cp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_redraws_the_table_every_interval_until_stopped() {
+    let mut builder = ProxyBuilder::yaml(MESH);
+    let _flaky = vakt_tests::upstream::Upstream::start_at(
+        builder.addr("flaky"),
+        one_in_four_fails_handler(),
+    )
+    .await;
+    let _slow = FaultyUpstream::start_at(builder.addr("slow"), "slow", Fault::None).await;
+    let proxy = builder.start().await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = traffic(proxy.listener(), "flaky", stop.clone());
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vakt-control"))
+        .args(["stat", "--interval", "200ms", "--proxy"])
+        .arg(proxy.admin().to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let frames = tokio::time::timeout(Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        // Each frame clears the screen first.
+        while String::from_utf8_lossy(&seen).matches("\x1b[2J").count() < 3 {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stat ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    });
+    assert!(frames.await.is_ok(), "fewer than 3 frames in 20 s");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(sender.await.unwrap() > 0);
+
+    // Frames measure 200 ms each; at least one of them holds a failure.
+    let text = String::from_utf8_lossy(&seen);
+    let failing = text.split("\x1b[2J\x1b[H").any(|frame| {
+        let cells: Option<Vec<&str>> = frame
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.first() == Some(&"flaky"));
+        cells.is_some_and(|c| c[2].ends_with('%') && percent(c[2]) < 100.0)
+    });
+    assert!(failing, "no frame shows the failures:\n{text}");
+}
