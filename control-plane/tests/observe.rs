@@ -28,8 +28,12 @@ use common::prometheus::{Prometheus, dashboard_exprs, deploy_dir, find, grafana_
 use common::*;
 use vakt_tests::fault::{Fault, FaultyUpstream};
 
-/// The whole test gives up after this long.
-const LIMIT: Duration = Duration::from_secs(90);
+/// One wait for a series or an alert gives up after this long.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The whole test gives up after this long; dropping what it started
+/// stops Prometheus, the proxy and the upstreams.
+const TOTAL: Duration = Duration::from_secs(240);
 
 fn mesh_yaml(slow: SocketAddr, flaky: SocketAddr, down: SocketAddr) -> String {
     format!(
@@ -104,6 +108,11 @@ async fn prometheus_sees_the_mesh_through_the_recording_rules_alerts_and_dashboa
     let Some(bin) = find("prometheus") else {
         return;
     };
+    let run = tokio::time::timeout(TOTAL, observe(bin));
+    run.await.expect("the test finishes in time");
+}
+
+async fn observe(bin: std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());
     opts.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
