@@ -134,6 +134,8 @@ pub async fn serve(
     }
     let admin_socket =
         listener::bind(admin_addr).with_context(|| format!("binding admin on {admin_addr}"))?;
+    let mut discovery = sources.discovery;
+    discovery.admin_address = admin_socket.local_addr().ok();
     tokio::spawn(admin::serve(admin_socket, proxy.clone(), metrics));
 
     let (stop, stopped) = watch::channel(false);
@@ -151,7 +153,7 @@ pub async fn serve(
     if let Some(path) = sources.path {
         tokio::spawn(reload::watch(proxy.clone(), path.to_path_buf()));
     }
-    proxy.set_discovery(discovery::spawn(sources.discovery, proxy.clone()));
+    proxy.set_discovery(discovery::spawn(discovery, proxy.clone()));
     proxy.set_ready(true);
     tracing::info!(listeners = proxy.listeners.len(), admin = %admin_addr, "proxy ready");
 
