@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use vakt_tests::client;
 use vakt_tests::example::ExampleConfig;
 use vakt_tests::netns::{self, Netns};
-use vakt_tests::proxy::ProxyBuilder;
+use vakt_tests::proxy::{self, ProxyBuilder};
 use vakt_tests::upstream::Upstream;
 
 const OUTBOUND_PORT: &str = "17001";
@@ -212,4 +213,70 @@ fn redirected_connections_go_where_they_were_going() {
     let ns = Netns::create().unwrap();
     setup(&ns).unwrap();
     ns.block_on(scenario).unwrap();
+}
+
+/// `--role sidecar` on its built-in ports, with no control plane: HTTP
+/// and other bytes pass through to where they were going, and the
+/// application gets its inbound requests.
+async fn sidecar_scenario() {
+    let _unclaimed = Upstream::example_at(
+        format!("{UNCLAIMED}:8080").parse().unwrap(),
+        ExampleConfig::named("unclaimed"),
+    )
+    .await;
+    echo_server(format!("{UNCLAIMED}:7000").parse().unwrap()).await;
+    let app = Upstream::named("app").await;
+
+    let mut child = tokio::process::Command::new(proxy::binary().unwrap())
+        .args(["--role", "sidecar", "--opaque-ports", "7000"])
+        .env("VAKT_SERVICE", "orders")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let admin: SocketAddr = "127.0.0.1:17000".parse().unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client::get(admin, "/ready")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the sidecar never became ready");
+
+    let out = OUTBOUND_CLIENT;
+    let passthrough = get(out, "10.96.0.99:8080", "elsewhere").await;
+    assert_eq!(passthrough, (200, "unclaimed".into()));
+    // An HTTP request line on an opaque port is not detected (the HTTP
+    // server would wait for the rest of the head): the bytes go as they are.
+    let line = b"GET /x HTTP/1.1\r\n";
+    assert_eq!(echo(out, "10.96.0.99:7000", line).await, line);
+    let to_pod = format!("{POD_IP}:{}", app.addr().port());
+    assert_eq!(
+        get(INBOUND_CLIENT, &to_pod, "app").await,
+        (200, "app".into())
+    );
+
+    let m = vakt_tests::client::scrape(admin).await.unwrap();
+    let opaque = [("direction", "outbound"), ("backend", "passthrough")];
+    assert_eq!(m.sum("vakt_tcp_connections_total", &opaque), 1.0);
+    let inbound = [("direction", "inbound"), ("backend", "app")];
+    assert_eq!(m.sum("vakt_requests_total", &inbound), 1.0);
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn the_sidecar_role_passes_traffic_through_without_a_control_plane() {
+    if !netns::available() {
+        return;
+    }
+    let ns = Netns::create().unwrap();
+    setup(&ns).unwrap();
+    ns.block_on(sidecar_scenario).unwrap();
 }
