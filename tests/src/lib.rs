@@ -10,6 +10,10 @@
 //! - [`client`] holds raw TCP, HTTP/1.1, h2c, gRPC and metrics helpers.
 //! - [`fault`] serves upstreams that fail on demand and reads the
 //!   proxy's view of its backends.
+//! - [`external`] starts real PostgreSQL and Redis servers for TCP
+//!   proxying, and drives them with `psql` and `redis-cli`.
+//! - [`netns`] creates network namespaces (as root) where iptables
+//!   redirects connections to a proxy, for interception tests.
 //! - [`ports`] hands out free loopback addresses without collisions
 //!   between tests that run in parallel.
 
@@ -18,7 +22,9 @@
 pub mod body;
 pub mod client;
 pub mod example;
+pub mod external;
 pub mod fault;
+pub mod netns;
 pub mod ports;
 pub mod proxy;
 pub mod server;
