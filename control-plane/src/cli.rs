@@ -13,6 +13,7 @@ use vakt_api::pb::control::v1 as pb;
 use vakt_api::pb::control::v1::config_service_client::ConfigServiceClient;
 
 use crate::server::ServeOptions;
+use crate::stat::StatOptions;
 
 /// vakt-control: stores routes and backends and streams them to proxies.
 #[derive(Debug, Parser)]
@@ -77,6 +78,9 @@ pub enum Command {
         #[command(flatten)]
         opts: crate::inject::InjectOptions,
     },
+    /// Show each route's and backend's request rate, success rate and p99
+    /// latency, read from the proxies' /metrics, refreshed every interval.
+    Stat(StatOptions),
 }
 
 /// How the operator commands reach the control plane.
@@ -90,9 +94,12 @@ pub struct ClientOptions {
     pub token_file: Option<PathBuf>,
 }
 
-type Client = ConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+/// The config-service client the operator commands use.
+pub type Client =
+    ConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
+/// A config-service client for `opts`.
+pub async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
     let token = match &opts.token_file {
         Some(p) => crate::auth::read_tokens(p)?.remove(0),
         None => bail!("--token-file (or VAKT_TOKEN_FILE) is required"),
@@ -109,6 +116,7 @@ async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve(opts) => crate::server::start(opts).await?.wait().await,
+        Command::Stat(opts) => crate::stat::run(opts).await,
         Command::Apply { file, client } => apply(&file, &client).await,
         Command::Get {
             what,

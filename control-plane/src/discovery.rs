@@ -6,6 +6,7 @@
 //! has it), and the fleet's health verdict whenever it changes. Acks, nacks
 //! and health reports from the proxy are recorded as they arrive.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,6 +50,7 @@ impl DiscoveryService for DiscoveryApi {
         &self,
         req: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = req.remote_addr();
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -63,16 +65,34 @@ impl DiscoveryService for DiscoveryApi {
         };
         let (tx, rx) = mpsc::channel(4);
         let id = self.streams.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(serve_node(self.shared.clone(), hello, inbound, tx, id));
+        let admin = admin_address(&hello.admin_address, peer);
+        tokio::spawn(serve_node(
+            self.shared.clone(),
+            (hello, admin),
+            inbound,
+            tx,
+            id,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
 
+/// Where a node's admin listener can be reached: what it reported, with
+/// the address its stream came from in place of an unspecified host.
+fn admin_address(reported: &str, peer: Option<SocketAddr>) -> String {
+    match (reported.parse::<SocketAddr>(), peer) {
+        (Ok(a), Some(p)) if a.ip().is_unspecified() => {
+            SocketAddr::new(p.ip(), a.port()).to_string()
+        }
+        _ => reported.to_string(),
+    }
+}
+
 async fn serve_node(
     shared: Arc<Shared>,
-    hello: Hello,
+    (hello, admin_address): (Hello, String),
     mut inbound: Streaming<NodeMessage>,
     tx: Outbound,
     stream: u64,
@@ -86,6 +106,7 @@ async fn serve_node(
             zone: hello.zone.clone(),
             acked_version: hello.version,
             replica: shared.replica.clone(),
+            admin_address,
             ..Node::default()
         },
         stream,
@@ -182,5 +203,20 @@ fn fleet_health(rev: &Revision, unhealthy: &Unhealthy) -> ControlMessage {
         kind: Some(control_message::Kind::Health(FleetHealth {
             endpoints: endpoints(rev, unhealthy),
         })),
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::admin_address;
+
+    #[test]
+    fn an_unspecified_admin_host_is_replaced_by_the_peer() {
+        let peer = Some("10.1.2.3:40000".parse().unwrap());
+        assert_eq!(admin_address("0.0.0.0:15000", peer), "10.1.2.3:15000");
+        assert_eq!(admin_address("[::]:15000", peer), "10.1.2.3:15000");
+        assert_eq!(admin_address("127.0.0.1:15000", peer), "127.0.0.1:15000");
+        assert_eq!(admin_address("0.0.0.0:15000", None), "0.0.0.0:15000");
+        assert_eq!(admin_address("", peer), "");
     }
 }

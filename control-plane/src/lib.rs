@@ -5,7 +5,8 @@
 //!
 //! Layout: [`config_api`] (operators) → [`store`] → [`state`] →
 //! [`discovery`] (one stream per proxy), with [`health`] and [`probe`]
-//! feeding the verdict that travels with the endpoints.
+//! feeding the verdict that travels with the endpoints; [`metrics`] shows
+//! the replica and its nodes to Prometheus.
 
 #![forbid(unsafe_code)]
 
@@ -16,9 +17,11 @@ pub mod config_api;
 pub mod discovery;
 pub mod health;
 pub mod inject;
+pub mod metrics;
 pub mod nodes;
 pub mod probe;
 pub mod server;
+pub mod stat;
 pub mod state;
 pub mod store;
 

@@ -1,5 +1,6 @@
 //! The proxies this replica knows: who they are and what they acked.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -9,6 +10,8 @@ use vakt_api::pb::control::v1::Node;
 #[derive(Default)]
 pub struct Nodes {
     map: DashMap<String, (u64, Node)>,
+    acks: AtomicU64,
+    nacks: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -40,10 +43,12 @@ impl Nodes {
     }
 
     pub fn ack(&self, id: &str, version: u64) {
+        self.acks.fetch_add(1, Ordering::Relaxed);
         self.update(id, |n| n.acked_version = version);
     }
 
     pub fn nack(&self, id: &str, version: u64, reason: &str) {
+        self.nacks.fetch_add(1, Ordering::Relaxed);
         self.update(id, |n| {
             n.nacked_version = version;
             n.nack_reason = reason.to_string();
@@ -59,6 +64,12 @@ impl Nodes {
             f(&mut e.1);
             e.1.last_seen_unix = unix_now();
         }
+    }
+
+    /// Acks and nacks received since the replica started.
+    pub fn answers(&self) -> (u64, u64) {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (read(&self.acks), read(&self.nacks))
     }
 
     /// Every node, sorted by id.

@@ -67,12 +67,18 @@ pub struct ServeOptions {
     /// Probe every endpoint with a TCP connect this often; off by default.
     #[arg(long)]
     pub probe_interval: Option<vakt_api::Duration>,
+    /// Serve Prometheus `/metrics` over plain HTTP on this address; off by
+    /// default.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A running replica.
 pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The `/metrics` address actually bound, when one was asked for.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -130,6 +136,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     if let Some(every) = opts.probe_interval {
         background.push(tokio::spawn(crate::probe::run(shared.clone(), every.get())));
     }
+    let mut metrics_addr = None;
+    if let Some(at) = opts.metrics_listen {
+        let l = TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen on {at} for metrics"))?;
+        metrics_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "metrics serving");
+        background.push(tokio::spawn(crate::metrics::serve(l, shared.clone())));
+    }
 
     let config = ConfigServiceServer::with_interceptor(
         ConfigApi::new(shared.clone()),
@@ -152,6 +167,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     );
     Ok(Running {
         addr,
+        metrics_addr,
         shared,
         stop,
         task,

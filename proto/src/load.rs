@@ -20,6 +20,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "rateLimits",
     "drain",
+    "tracing",
 ];
 
 /// Reads and validates a config file; problems carry the file name.
@@ -86,6 +87,9 @@ pub fn from_value(value: Value) -> Result<Config, Problems> {
     }
     if let Some(v) = take("drain") {
         read_into(&mut config.drain, "drain", v, &mut problems);
+    }
+    if let Some(v) = take("tracing") {
+        read_into(&mut config.tracing, "tracing", v, &mut problems);
     }
     config.listeners = read_list("listeners", take("listeners"), &mut problems);
     config.routes = read_list("routes", take("routes"), &mut problems);

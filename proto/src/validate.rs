@@ -17,6 +17,29 @@ pub fn check(config: &Config, problems: &mut Problems) {
     check_backends(&config.backends, problems);
     let listeners: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     check_routes(config, Some(&listeners), problems);
+    check_tracing(&config.tracing, problems);
+}
+
+/// Checks `tracing`: a share from 0 to 1 and a plain-HTTP collector
+/// address.
+pub fn check_tracing(tracing: &Tracing, problems: &mut Problems) {
+    if !(0.0..=1.0).contains(&tracing.sample_rate) {
+        problems.push("tracing.sampleRate", "expected a number from 0 to 1");
+    }
+    let Some(otlp) = &tracing.otlp else { return };
+    let uri = otlp.endpoint.parse::<http::Uri>();
+    let plain = uri.as_ref().is_ok_and(|u| {
+        u.scheme_str() == Some("http") && u.authority().is_some_and(|a| a.port().is_some())
+    });
+    if !plain {
+        problems.push("tracing.otlp.endpoint", "expected http://host:port");
+    }
+    if otlp.service_name.is_empty() {
+        problems.push("tracing.otlp.serviceName", "must not be empty");
+    }
+    if otlp.timeout.get().is_zero() {
+        problems.push("tracing.otlp.timeout", "must be above zero");
+    }
 }
 
 /// Checks listeners on their own.

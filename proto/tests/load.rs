@@ -180,3 +180,28 @@ backends:
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn tracing_is_off_by_default_and_checked_when_given() {
+    let c = load_str("listeners: []\n").expect("loads");
+    assert!(!c.tracing.enabled);
+    assert_eq!(c.tracing.sample_rate, 0.01);
+
+    let on = "tracing:\n  enabled: true\n  sampleRate: 0.5\n  \
+        otlp: {endpoint: \"http://127.0.0.1:4317\"}\n";
+    let c = load_str(on).expect("loads");
+    let otlp = c.tracing.otlp.expect("otlp");
+    assert_eq!(otlp.service_name, "vakt-proxy");
+    assert_eq!(otlp.timeout.get().as_secs(), 10);
+
+    let bad = "tracing:\n  enabled: true\n  sampleRate: 2\n  \
+        otlp: {endpoint: \"https://collector\", serviceName: \"\"}\n";
+    let text = load_str(bad).expect_err("refused").to_string();
+    for path in [
+        "tracing.sampleRate",
+        "tracing.otlp.endpoint",
+        "tracing.otlp.serviceName",
+    ] {
+        assert!(text.contains(path), "{path} not named in:\n{text}");
+    }
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use vakt_api::config::Otlp;
 use vakt_api::{Config, Problems};
 
 use crate::cli::{Cli, Role};
@@ -16,6 +17,9 @@ use crate::{admin, discovery, listener, reload, sidecar};
 /// The config used when no file is given: a local mesh in front of the
 /// example services.
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// How long spans still queued for export may take at shutdown.
+const SPAN_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Loads the config the command line names, the sidecar bootstrap, or
 /// the built-in default.
@@ -44,7 +48,26 @@ pub fn load(cli: &Cli) -> Result<Config, Problems> {
         }
     };
     check_bootstrap(&config).map_err(|p| p.with_source(source))?;
+    let config = with_otlp_endpoint(config, cli.otlp_endpoint.as_deref());
+    let mut problems = Problems::default();
+    vakt_api::validate::check_tracing(&config.tracing, &mut problems);
+    problems
+        .into_result()
+        .map_err(|p| p.with_source("--otlp-endpoint"))?;
     Ok(config)
+}
+
+/// The config with tracing on and spans sent to `endpoint`, when given.
+fn with_otlp_endpoint(mut config: Config, endpoint: Option<&str>) -> Config {
+    let Some(endpoint) = endpoint else {
+        return config;
+    };
+    config.tracing.enabled = true;
+    match &mut config.tracing.otlp {
+        Some(otlp) => otlp.endpoint = endpoint.to_owned(),
+        None => config.tracing.otlp = Some(Otlp::new(endpoint)),
+    }
+    config
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. Returns the exit
@@ -111,6 +134,8 @@ pub async fn serve(
     }
     let admin_socket =
         listener::bind(admin_addr).with_context(|| format!("binding admin on {admin_addr}"))?;
+    let mut discovery = sources.discovery;
+    discovery.admin_address = admin_socket.local_addr().ok();
     tokio::spawn(admin::serve(admin_socket, proxy.clone(), metrics));
 
     let (stop, stopped) = watch::channel(false);
@@ -128,7 +153,7 @@ pub async fn serve(
     if let Some(path) = sources.path {
         tokio::spawn(reload::watch(proxy.clone(), path.to_path_buf()));
     }
-    proxy.set_discovery(discovery::spawn(sources.discovery, proxy.clone()));
+    proxy.set_discovery(discovery::spawn(discovery, proxy.clone()));
     proxy.set_ready(true);
     tracing::info!(listeners = proxy.listeners.len(), admin = %admin_addr, "proxy ready");
 
@@ -139,6 +164,9 @@ pub async fn serve(
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(tracer) = &proxy.tracer {
+        tracer.flush(SPAN_FLUSH_TIMEOUT).await;
     }
     tracing::info!("drained");
     Ok(())

@@ -41,6 +41,13 @@ pub struct Cli {
     #[command(flatten)]
     pub discovery: crate::discovery::Options,
 
+    /// OTLP/gRPC collector (`http://host:port`) for the proxy's spans:
+    /// turns tracing on and sets `tracing.otlp.endpoint`, keeping the
+    /// file's other tracing keys. Spans are exported only by a build with
+    /// the `otlp` feature.
+    #[arg(long, env = "VAKT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Write one JSON access-log line per request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VAKT_ACCESS_LOG")]
     pub access_log: bool,

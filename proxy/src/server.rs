@@ -12,6 +12,7 @@ mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, HOST, LOCATION, USER_AGENT};
@@ -26,6 +27,7 @@ use crate::intercept::Intercept;
 use crate::respond::{ProxyError, error_response, fallback_response};
 use crate::route::{Decision, RequestView};
 use crate::state::Proxy;
+use crate::telemetry::trace::RequestTrace;
 use crate::telemetry::{RequestLog, access_log, metrics};
 
 /// What the request path knows about the connection a request came on.
@@ -164,16 +166,23 @@ async fn forward(
         trusted_peer,
         body_limit: limit,
     };
-    let (upstream_req, request_id) = upstream::prepare(req, target)?;
+    let (mut upstream_req, request_id) = upstream::prepare(req, target)?;
     log.request_id = Some(request_id);
+    if let Some(trace) = &log.trace {
+        trace.span.inject(upstream_req.headers_mut());
+    }
 
+    let attempts = AtomicU32::new(0);
     let plan = Plan {
         retry: rule.retry.as_ref(),
         per_attempt: t.backend_request,
         deadline,
         grpc: upstream_req_grpc,
+        attempts: &attempts,
     };
-    let forwarded = match attempt::forward(backend, upstream_req, plan).await {
+    let result = attempt::forward(backend, upstream_req, plan).await;
+    log.attempts = attempts.load(Ordering::Relaxed);
+    let forwarded = match result {
         Ok(f) if !spent(rule, &f) => f,
         Ok(f) => match &rule.fallback {
             Some(fb) => return Ok(serve_fallback(fb, backend, "attempts-spent", log)),
@@ -323,9 +332,13 @@ fn begin_log(req: &Request<Incoming>, conn: &ConnInfo, proxy: &Proxy) -> Request
         Some(a) if req.version() == Version::HTTP_2 => HeaderValue::from_str(a.as_str()).ok(),
         _ => h.get(HOST).cloned(),
     };
+    let trace = proxy.tracer.as_ref().map(|tracer| RequestTrace {
+        span: tracer.start(h),
+        tracer: tracer.clone(),
+    });
     RequestLog {
         started: Instant::now(),
-        wall: if access_log::enabled() {
+        wall: if access_log::enabled() || trace.is_some() {
             SystemTime::now()
         } else {
             SystemTime::UNIX_EPOCH
@@ -350,5 +363,7 @@ fn begin_log(req: &Request<Incoming>, conn: &ConnInfo, proxy: &Proxy) -> Request
         status: 0,
         flags: "-",
         metrics: proxy.unrouted.get(conn.listener).cloned(),
+        attempts: 0,
+        trace,
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
-use vakt_api::config::{Limits, Listener};
+use vakt_api::config::{Limits, Listener, Tracing};
 use vakt_api::{Config, Problems};
 
 use crate::backend::Backend;
@@ -25,6 +25,7 @@ use crate::edge::watch::DEFAULT_RELOAD_INTERVAL;
 use crate::intercept::{Addressed, Implicit};
 use crate::route::{Listeners, RouteTable};
 use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::trace::Tracer;
 
 /// Routes and backends of one config.
 pub struct Routing {
@@ -69,6 +70,10 @@ pub struct Proxy {
     /// Rules for transparent connections to destinations no backend
     /// claims.
     pub implicit: Implicit,
+    /// Present when tracing is on; fixed at start.
+    pub tracer: Option<Arc<Tracer>>,
+    /// The tracing settings read at start (with the command line's).
+    tracing: Tracing,
     ready: AtomicBool,
     draining: AtomicBool,
     versions: AtomicU64,
@@ -119,6 +124,8 @@ impl Proxy {
             conn_limit: ConnLimiter::new(config.limits.max_connections_per_ip),
             routing: ArcSwap::from_pointee(routing),
             unrouted,
+            tracer: Tracer::from_config(&config.tracing),
+            tracing: config.tracing.clone(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             versions: AtomicU64::new(1),
@@ -163,10 +170,11 @@ impl Proxy {
     /// listeners and swaps it in.
     fn swap(&self, file: &Config, snapshot: Option<&Config>) -> Result<u64, Problems> {
         let mut config = merge(file, snapshot)?;
-        // What runs is what `/config` shows: listeners and limits are
-        // fixed at start.
+        // What runs is what `/config` shows: listeners, limits and
+        // tracing are fixed at start.
         config.listeners = self.listeners.clone();
         config.limits = self.limits.clone();
+        config.tracing = self.tracing.clone();
         let mut problems = Problems::default();
         vakt_api::validate::check_backends(&config.backends, &mut problems);
         let names: Vec<&str> = self.listener_names.iter().map(|n| &**n).collect();

@@ -12,8 +12,13 @@
 //! - [`client`] holds raw TCP, HTTP/1.1, h2c, gRPC and metrics helpers.
 //! - [`fault`] serves upstreams that fail on demand and reads the
 //!   proxy's view of its backends.
-//! - [`netns`] builds network namespaces, veth links and processes in
-//!   them for the tests that run as root, and removes them all.
+//! - [`external`] starts real PostgreSQL and Redis servers for TCP
+//!   proxying, and drives them with `psql` and `redis-cli`.
+//! - [`lab`] builds a mesh's network namespaces, veth links and
+//!   processes in them for the tests that run as root, and removes them
+//!   all.
+//! - [`netns`] creates network namespaces (as root) where iptables
+//!   redirects connections to a proxy, for interception tests.
 //! - [`ports`] hands out free loopback addresses without collisions
 //!   between tests that run in parallel.
 
@@ -23,7 +28,9 @@ pub mod bins;
 pub mod body;
 pub mod client;
 pub mod example;
+pub mod external;
 pub mod fault;
+pub mod lab;
 pub mod netns;
 pub mod ports;
 pub mod proxy;

@@ -32,13 +32,14 @@ fn demo_walks_through_the_mesh_and_stops_everything() {
         return;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo.sh");
+    let bins = vakt_tests::bins::dir();
     let base = port_base();
     let start = Instant::now();
     let out = Command::new("timeout")
         .arg(LIMIT.as_secs().to_string())
         .arg(script)
         .arg("--exit")
-        .env("VAKT_BIN_DIR", vakt_tests::bins::dir())
+        .env("VAKT_BIN_DIR", bins)
         .env("VAKT_DEMO_PORT_BASE", base.to_string())
         .output()
         .expect("run deploy/demo.sh");

@@ -2,13 +2,13 @@
 //! test: one copy of the rules after two runs, none after `--clean`, the
 //! app's TCP redirected to the outbound listener and arriving TCP to the
 //! inbound one, while the proxy's UID, loopback and ignored ports pass
-//! untouched; those run as root only (see `vakt_tests::netns::available`).
+//! untouched; those run as root only (see `vakt_tests::lab::available`).
 //! `--dry-run` and flag checking are tested everywhere.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vakt_tests::netns::{Lab, run};
+use vakt_tests::lab::{Lab, run};
 
 const PROXY_UID: u32 = 1717;
 const APP_UID: u32 = 1000;
@@ -70,7 +70,7 @@ fn get(lab: &Lab, ns: &str, uid: Option<u32>, url: &str) -> String {
 
 #[test]
 fn rules_are_idempotent_redirect_the_app_and_clean_up() {
-    if !vakt_tests::netns::available("iptables") {
+    if !vakt_tests::lab::available("iptables") {
         return;
     }
     let lab = pod("vkipt1");
@@ -127,7 +127,7 @@ fn rules_are_idempotent_redirect_the_app_and_clean_up() {
 
 #[test]
 fn legacy_mode_and_port_lists() {
-    if !vakt_tests::netns::available("iptables legacy mode") {
+    if !vakt_tests::lab::available("iptables legacy mode") {
         return;
     }
     if run("sh", &["-c", "command -v iptables-legacy-save"]).is_err() {

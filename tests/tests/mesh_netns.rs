@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vakt_tests::client::Metrics;
-use vakt_tests::netns::Lab;
+use vakt_tests::lab::Lab;
 
 const PROXY_UID: u32 = 1717;
 const APP_UID: u32 = 1000;
@@ -43,7 +43,7 @@ const PODS: [(&str, &str, &str); 3] = [
 
 #[test]
 fn mesh_in_namespaces_survives_a_dead_app_and_a_dead_sidecar() {
-    if !vakt_tests::netns::available("mesh in network namespaces") {
+    if !vakt_tests::lab::available("mesh in network namespaces") {
         return;
     }
     let started = Instant::now();
@@ -164,7 +164,7 @@ impl Mesh {
     }
 
     /// `vakt-control ARGS` from the client namespace.
-    fn ctl(&self, args: &[&str]) -> Result<String, vakt_tests::netns::LabError> {
+    fn ctl(&self, args: &[&str]) -> Result<String, vakt_tests::lab::LabError> {
         let bin = self.bin("vakt-control");
         let mut all = vec![bin.as_str()];
         all.extend_from_slice(args);

@@ -271,6 +271,9 @@ async fn an_invalid_file_on_reload_is_refused_and_the_old_config_serves() {
         .start()
         .await
         .unwrap();
+    let last_ok = "vakt_config_last_reload_success";
+    let m = proxy.metrics().await.unwrap();
+    assert_eq!(m.get(last_ok, &[]), Some(1.0), "the starting config");
     let broken = config(a.addr(), b.addr(), "").replace("{name: svc}", "{name: ghost}");
     proxy.reload_with(&broken).unwrap();
 
@@ -282,6 +285,8 @@ async fn an_invalid_file_on_reload_is_refused_and_the_old_config_serves() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let m = proxy.metrics().await.unwrap();
+    assert_eq!(m.get(last_ok, &[]), Some(0.0), "a stale config is flagged");
     let logged = proxy.wait_for_line(T, |l| l.contains("ghost")).await;
     assert!(
         logged.is_some(),

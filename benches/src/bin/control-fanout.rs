@@ -56,6 +56,7 @@ async fn serve_child(dir: &Path, listen: &str) -> anyhow::Result<()> {
         health_quorum: 2,
         health_report_ttl: "30s".parse()?,
         probe_interval: None,
+        metrics_listen: None,
     };
     vakt_control::start(opts).await?.wait().await
 }
@@ -227,6 +228,7 @@ async fn simulated_proxy(url: String, i: usize, done: mpsc::UnboundedSender<()>)
             service: "bench".into(),
             zone: "z".into(),
             version: 0,
+            admin_address: String::new(),
         };
         tx.send(msg(node_message::Kind::Hello(hello))).await?;
         let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);

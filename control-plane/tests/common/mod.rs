@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +48,7 @@ pub fn options(dir: &Path) -> ServeOptions {
         health_quorum: 2,
         health_report_ttl: "30s".parse().unwrap(),
         probe_interval: None,
+        metrics_listen: None,
     }
 }
 
@@ -175,6 +178,7 @@ pub fn node_options(addr: SocketAddr, id: &str, dir: &Path, cache: &Path) -> dis
         zone: "z1".into(),
         cache_dir: cache.to_path_buf(),
         report_interval: "100ms".parse().unwrap(),
+        admin_address: Some("0.0.0.0:15999".parse().unwrap()),
     }
 }
 
@@ -250,4 +254,83 @@ pub fn spawn_node(opts: discovery::Options) -> (Arc<RecordingSink>, discovery::H
     let sink = Arc::new(RecordingSink::default());
     let handle = discovery::spawn(opts, sink.clone());
     (sink, handle)
+}
+
+/// Polls the async check `f` every 100 ms until it holds or `limit`
+/// passes.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Answers 500 to every fourth request, 200 to the others.
+pub async fn one_in_four_fails() -> vakt_tests::upstream::Upstream {
+    vakt_tests::upstream::Upstream::start(one_in_four_fails_handler()).await
+}
+
+/// The handler of [`one_in_four_fails`].
+pub fn one_in_four_fails_handler() -> vakt_tests::server::Handler {
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    vakt_tests::server::handler(move |_req| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let status = if i % 4 == 3 {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                http::StatusCode::OK
+            };
+            let mut rsp = http::Response::new(vakt_tests::body::full("flaky\n"));
+            *rsp.status_mut() = status;
+            rsp
+        }
+    })
+}
+
+/// Sends requests for `host` one after another until `stop`.
+pub fn traffic(
+    proxy: SocketAddr,
+    host: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut c = vakt_tests::client::HttpClient::h1(proxy).await.unwrap();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let answer = tokio::time::timeout(Duration::from_secs(5), c.get(host, "/")).await;
+            assert!(matches!(answer, Ok(Ok(_))), "{host}: {answer:?}");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent
+    })
+}
+
+/// A real `vakt-proxy` (node `observe-1`) with one listener, following the
+/// control plane at `cp`; ready once it has its first snapshot.
+pub async fn proxy_of(cp: SocketAddr, dir: &Path) -> vakt_tests::proxy::Proxy {
+    let (_, node) = token_files(dir);
+    vakt_tests::proxy::ProxyBuilder::yaml("listeners: [{name: outbound, address: \"${main}\"}]\n")
+        .arg("--control-plane")
+        .arg(format!("http://{cp}"))
+        .arg("--node-id")
+        .arg("observe-1")
+        .arg("--token-file")
+        .arg(node.display().to_string())
+        .arg("--cache-dir")
+        .arg(dir.join("cache").display().to_string())
+        .start()
+        .await
+        .expect("the proxy gets its snapshot and is ready")
 }

@@ -9,11 +9,13 @@ mod backend;
 mod edge;
 mod listener;
 mod route;
+mod tracing;
 
 pub use backend::*;
 pub use edge::*;
 pub use listener::*;
 pub use route::*;
+pub use tracing::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,9 @@ pub struct Config {
     pub rate_limits: Vec<NamedRateLimit>,
     #[serde(default)]
     pub drain: Drain,
+    /// Trace context and span export; off by default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tracing: Tracing,
 }
 
 /// The admin listener: `/live`, `/ready`, `/metrics`, `/backends`.

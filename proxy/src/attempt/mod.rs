@@ -22,6 +22,7 @@ pub mod replay;
 mod send;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Method, Request, Response};
@@ -55,6 +56,8 @@ pub struct Plan<'a> {
     pub deadline: Option<Deadline>,
     /// Whether the request is a gRPC call.
     pub grpc: bool,
+    /// Counts the attempts sent, for the request's span and log.
+    pub attempts: &'a AtomicU32,
 }
 
 /// A response head from an endpoint, with what must live as long as its
@@ -186,6 +189,7 @@ impl<'a> Attempts<'a> {
             };
             let end = self.attempt_end(now);
             let in_flight = endpoint.start();
+            self.plan.attempts.fetch_add(1, Ordering::Relaxed);
             let sent = send::attempt(endpoint, req, self.fresh);
             let result = match end {
                 Some(at) => tokio::time::timeout_at(at, sent).await.ok(),

@@ -10,8 +10,11 @@
 //! [`Handle::detail`]. When the stream breaks the proxy keeps serving and
 //! reconnects with exponential backoff and jitter.
 //!
-//! Metrics: `vakt_snapshot_version` (gauge), `vakt_snapshots_total{result}`
-//! (`ack`/`nack`), `vakt_control_plane_connected` (gauge, 0 or 1) and
+//! Metrics: `vakt_snapshot_version` (gauge: the version served, from the
+//! control plane or the disk cache), `vakt_snapshot_acked_version` (gauge:
+//! the last version acked to the control plane),
+//! `vakt_snapshots_total{result}` (`ack`/`nack`),
+//! `vakt_control_plane_connected` (gauge, 0 or 1) and
 //! `vakt_snapshot_staleness_seconds` (gauge: 0 while connected, else the
 //! time since the served snapshot was last known current).
 
@@ -66,6 +69,10 @@ pub struct Options {
     /// format of config files; default `5s`.
     #[arg(long, default_value = "5s")]
     pub report_interval: vakt_api::Duration,
+    /// The admin listener's address, reported in the hello so operators
+    /// can find this proxy's `/metrics`; set by the proxy, not a flag.
+    #[arg(skip)]
+    pub admin_address: Option<std::net::SocketAddr>,
 }
 
 /// Backoff between reconnects: doubles from 250 ms up to 30 s, with each

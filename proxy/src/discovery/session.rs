@@ -79,6 +79,11 @@ async fn session<S: SnapshotSink>(cx: &Context<S>) -> Result<(), BoxError> {
         service: cx.options.service.clone(),
         zone: cx.options.zone.clone(),
         version: cx.handle.version(),
+        admin_address: cx
+            .options
+            .admin_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     tx.send(node(node_message::Kind::Hello(hello))).await?;
     let outbound =
@@ -135,6 +140,7 @@ async fn apply<S: SnapshotSink>(cx: &Context<S>, s: Snapshot) -> NodeMessage {
             cx.handle
                 .set_served(version, Source::ControlPlane, SystemTime::now());
             metrics::counter!("vakt_snapshots_total", "result" => "ack").increment(1);
+            metrics::gauge!("vakt_snapshot_acked_version").set(version as f64);
             tracing::info!(version, "snapshot applied");
             let dir = cx.options.cache_dir.clone();
             let saved = tokio::task::spawn_blocking(move || cache::save(&dir, &s)).await;

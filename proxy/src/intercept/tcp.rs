@@ -97,17 +97,15 @@ pub async fn connect_backend(
     let mut avoid = None;
     let mut last = TcpError::NoEndpoint;
     for _ in 0..CONNECT_ATTEMPTS {
+        let set = backend.endpoints();
+        let i = match backend.pick(&set, avoid) {
+            Some(i) if avoid != Some(i) => i,
+            _ => return Err(last),
+        };
         let permit = match &backend.breaker {
             Some(b) => Some(b.try_acquire().map_err(|_| TcpError::BreakerOpen)?),
             None => None,
         };
-        let set = backend.endpoints();
-        let Some(i) = backend.pick(&set, avoid) else {
-            return Err(last);
-        };
-        if avoid == Some(i) {
-            return Err(last);
-        }
         let endpoint = set.list[i].clone();
         let in_flight = endpoint.start();
         let connected = tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await;
@@ -212,3 +210,6 @@ pub fn unclaimed(direction: &'static str) -> &'static TcpMetrics {
         _ => OUTBOUND.get_or_init(|| TcpMetrics::new("outbound", super::PASSTHROUGH)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,9 @@
 //!
 //! Lines go to the tracing target `vakt::access`; `RUST_LOG` can turn
 //! them off (`vakt::access=off`). The same record feeds the request
-//! metrics when the response ends.
+//! metrics and, with tracing on, ends the request's span when the
+//! response ends; lines then carry `trace_id`, `span_id` and
+//! `parent_span_id` (the caller's span, when one arrived).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
 use super::metrics::RequestMetrics;
+use super::trace::{self, FinishedSpan, RequestTrace};
 use crate::http::body::BodyEnd;
 
 /// The tracing target of access-log lines.
@@ -54,6 +57,10 @@ pub struct RequestLog {
     /// Why the proxy answered itself (`vakt-error`), or `-`.
     pub flags: &'static str,
     pub metrics: Option<Arc<RequestMetrics>>,
+    /// Attempts sent to endpoints.
+    pub attempts: u32,
+    /// The proxy's span, when tracing is on.
+    pub trace: Option<RequestTrace>,
 }
 
 #[derive(Serialize)]
@@ -77,7 +84,16 @@ struct Line<'a> {
     upstream_cluster: Option<&'a str>,
     route_name: Option<&'a str>,
     downstream_remote_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<Hex<16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<Hex<8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_span_id: Option<Hex<8>>,
 }
+
+/// Bytes written as lowercase hex without an allocation.
+struct Hex<const N: usize>([u8; N]);
 
 impl RequestLog {
     /// Records metrics and writes the access-log line.
@@ -86,6 +102,9 @@ impl RequestLog {
         if let Some(m) = &self.metrics {
             m.record(self.status, elapsed);
         }
+        if let Some(t) = &self.trace {
+            t.tracer.finish(&self.span(t, elapsed));
+        }
         if ENABLED.load(Ordering::Relaxed)
             && tracing::enabled!(target: TARGET, tracing::Level::INFO)
         {
@@ -93,6 +112,22 @@ impl RequestLog {
             if let Ok(json) = serde_json::to_string(&line) {
                 tracing::info!(target: TARGET, "{json}");
             }
+        }
+    }
+
+    fn span(&self, t: &RequestTrace, elapsed: Duration) -> FinishedSpan<'_> {
+        FinishedSpan {
+            context: t.span,
+            start: self.wall,
+            duration: elapsed,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            route: self.route.as_deref(),
+            backend: self.backend.as_deref(),
+            endpoint: self.upstream_host.as_deref(),
+            attempts: self.attempts,
+            status: self.status,
+            error: (self.flags != "-").then_some(self.flags),
         }
     }
 
@@ -122,7 +157,19 @@ impl RequestLog {
             upstream_cluster: self.backend.as_deref(),
             route_name: self.route.as_deref(),
             downstream_remote_address: self.peer.to_string(),
+            trace_id: self.trace.as_ref().map(|t| Hex(t.span.trace_id)),
+            span_id: self.trace.as_ref().map(|t| Hex(t.span.span_id)),
+            parent_span_id: self.trace.as_ref().and_then(|t| t.span.parent_id).map(Hex),
         }
+    }
+}
+
+impl<const N: usize> Serialize for Hex<N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 32];
+        let out = &mut buf[..N * 2];
+        trace::hex(&self.0, out);
+        s.serialize_str(std::str::from_utf8(out).unwrap_or_default())
     }
 }
 

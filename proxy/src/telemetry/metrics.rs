@@ -17,6 +17,7 @@ pub const REQUESTS: &str = "vakt_requests_total";
 pub const REQUEST_DURATION: &str = "vakt_request_duration_seconds";
 pub const UPSTREAM_CONNECTIONS: &str = "vakt_upstream_connections";
 pub const CONFIG_RELOADS: &str = "vakt_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_OK: &str = "vakt_config_last_reload_success";
 pub const AUTH: &str = "vakt_auth_total";
 pub const TIMEOUTS: &str = "vakt_timeouts_total";
 pub const FALLBACKS: &str = "vakt_fallbacks_total";
@@ -42,6 +43,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         .install_recorder()?;
     describe();
+    // The process only gets this far with a config it accepted.
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(1.0);
     Ok(handle)
 }
 
@@ -54,6 +57,10 @@ fn describe() {
     );
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open upstream connections");
     metrics::describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
+    metrics::describe_gauge!(
+        CONFIG_LAST_RELOAD_OK,
+        "1 when the last config file read was applied, 0 when it was refused"
+    );
     metrics::describe_counter!(AUTH, "Authentication checks, by result");
     metrics::describe_counter!(TIMEOUTS, "Requests or attempts that ran out of time");
     metrics::describe_counter!(FALLBACKS, "Fallback responses served, by reason");
@@ -195,10 +202,12 @@ impl Drop for ConnectionOpen {
     }
 }
 
-/// Counts a config reload by result (`success` or `failure`).
+/// Counts a config reload by result (`success` or `failure`) and sets
+/// `vakt_config_last_reload_success` to match.
 pub fn config_reload(ok: bool) {
     let result = if ok { "success" } else { "failure" };
     metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+    metrics::gauge!(CONFIG_LAST_RELOAD_OK).set(f64::from(u8::from(ok)));
 }
 
 /// Counts `vakt_timeouts_total{backend}`; off the fast path.
