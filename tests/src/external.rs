@@ -149,7 +149,7 @@ impl Postgres {
             data,
             _dir: dir,
         };
-        for _ in 0..150 {
+        for _ in 0..300 {
             if psql(addr, "select 1").await.is_ok_and(|o| o == "1") {
                 return Ok(pg);
             }
@@ -201,7 +201,7 @@ impl Redis {
             addr,
             _dir: dir,
         };
-        for _ in 0..100 {
+        for _ in 0..300 {
             if redis_cli(addr, &["PING"]).await.is_ok_and(|o| o == "PONG") {
                 return Ok(redis);
             }

@@ -90,30 +90,36 @@ async fn connect_from(source: &str, dst: SocketAddr) -> TcpStream {
         .unwrap_or_else(|e| panic!("connect to {dst} from {source}: {e}"))
 }
 
-/// One HTTP/1.1 request; the status and the `x-served-by` header.
+/// One HTTP/1.1 request for `/hello`; the status and the `x-served-by`
+/// header.
 async fn get(source: &str, dst: &str, host: &str) -> (u16, String) {
+    let (status, head) = request(source, dst, host, "/hello").await;
+    (status, header(&head, "x-served-by"))
+}
+
+/// One HTTP/1.1 request; the status and the response, lower-cased.
+async fn request(source: &str, dst: &str, host: &str, path: &str) -> (u16, String) {
     let mut c = connect_from(source, dst.parse().unwrap()).await;
-    let req = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     c.write_all(req.as_bytes()).await.unwrap();
     let mut rsp = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rsp))
         .await
         .expect("response timed out")
         .unwrap();
-    let text = String::from_utf8_lossy(&rsp).into_owned();
+    let text = String::from_utf8_lossy(&rsp).to_ascii_lowercase();
     let status = text
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a response: {text:?}"));
-    let served_by = text
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-served-by: ")
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    (status, served_by)
+    (status, text)
+}
+
+fn header(head: &str, name: &str) -> String {
+    let prefix = format!("{name}: ");
+    head.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Sends `msg` as raw bytes and reads what comes back.
@@ -229,6 +235,7 @@ async fn sidecar_scenario() {
 
     let mut child = tokio::process::Command::new(proxy::binary().unwrap())
         .args(["--role", "sidecar", "--opaque-ports", "7000"])
+        .args(["--inbound-max-requests", "1"])
         .env("VAKT_SERVICE", "orders")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -263,11 +270,36 @@ async fn sidecar_scenario() {
         (200, "app".into())
     );
 
+    // `--inbound-max-requests 1`: while one request waits on the
+    // application, the next is answered 503 by the proxy.
+    let pod = to_pod.clone();
+    let slow =
+        tokio::spawn(
+            async move { request(INBOUND_CLIENT, &pod, "app", "/hello?delay_ms=1500").await },
+        );
+    app.log().wait_for(2, Duration::from_secs(5)).await;
+    let (status, head) = request(INBOUND_CLIENT, &to_pod, "app", "/hello").await;
+    assert_eq!(
+        (status, header(&head, "vakt-error")),
+        (503, "overflow".into())
+    );
+    assert_eq!(slow.await.unwrap().0, 200);
+    assert_eq!(
+        get(INBOUND_CLIENT, &to_pod, "app").await,
+        (200, "app".into())
+    );
+
     let m = vakt_tests::client::scrape(admin).await.unwrap();
     let opaque = [("direction", "outbound"), ("backend", "passthrough")];
     assert_eq!(m.sum("vakt_tcp_connections_total", &opaque), 1.0);
-    let inbound = [("direction", "inbound"), ("backend", "app")];
-    assert_eq!(m.sum("vakt_requests_total", &inbound), 1.0);
+    let ok = [
+        ("direction", "inbound"),
+        ("backend", "app"),
+        ("code", "200"),
+    ];
+    assert_eq!(m.sum("vakt_requests_total", &ok), 3.0);
+    let refused = [("direction", "inbound"), ("code", "503")];
+    assert_eq!(m.sum("vakt_requests_total", &refused), 1.0);
     child.kill().await.unwrap();
 }
 

@@ -82,7 +82,7 @@ async fn psql_and_redis_cli_work_through_tcp_backends() {
     }
     let active = [("direction", "outbound"), ("backend", "orders-db")];
     let mut closed = false;
-    for _ in 0..50 {
+    for _ in 0..250 {
         let m = proxy.metrics().await.unwrap();
         if m.sum("vakt_tcp_active_connections", &active) == 0.0 {
             closed = true;
@@ -121,7 +121,7 @@ async fn a_connection_over_the_limit_is_closed() {
 
     drop(first);
     let mut third = None;
-    for _ in 0..50 {
+    for _ in 0..250 {
         let mut c = TcpStream::connect(at).await.unwrap();
         if ping(&mut c).await.as_deref() == Some("+PONG\r\n") {
             third = Some(c);

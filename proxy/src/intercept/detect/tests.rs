@@ -145,3 +145,32 @@ fn an_overlong_request_line_stops_at_the_cap() {
     line.resize(MAX_DETECT_BYTES, b'a');
     assert_eq!(classify(&line), None);
 }
+
+#[test]
+fn a_decision_never_changes_as_more_bytes_arrive() {
+    let seeds: [&[u8]; 5] = [
+        b"GET /a HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        HELLO,
+        b"*1\r\n$4\r\nPING\r\n",
+        b"",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..2_000 {
+        let mut bytes = seeds[round % seeds.len()].to_vec();
+        // Cut, flip one byte, and extend with noise.
+        bytes.truncate(rng.usize(..=bytes.len()));
+        if !bytes.is_empty() && rng.bool() {
+            let i = rng.usize(..bytes.len());
+            bytes[i] = rng.u8(..);
+        }
+        bytes.extend((0..rng.usize(..40)).map(|_| rng.u8(..)));
+        let mut decided = None;
+        for n in 1..=bytes.len() {
+            match (decided, classify(&bytes[..n])) {
+                (None, d) => decided = d,
+                (Some(a), b) => assert_eq!(Some(a), b, "{bytes:?} at {n}"),
+            }
+        }
+    }
+}
