@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod edge;
 pub mod http;
 pub mod intercept;
+mod io;
 pub mod listener;
 pub mod reload;
 pub mod respond;
