@@ -43,7 +43,9 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let grpc = headers::is_grpc(req.headers());
     let mut log = begin_log(&req, &conn, &proxy);
-    let mut rsp = match serve(&proxy, &conn, req, &mut log).await {
+    // Boxed: the request path's state is large, and the future hyper
+    // holds (and on HTTP/2 moves into a task of its own) stays small.
+    let mut rsp = match Box::pin(serve(&proxy, &conn, req, &mut log)).await {
         Ok(rsp) => rsp,
         Err(err) => {
             log.flags = err.reason();
