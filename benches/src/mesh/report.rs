@@ -1,5 +1,5 @@
 //! The report of a run: medians over rounds per target and workload, as a
-//! Markdown table with ratios to NGINX and HAProxy, the targets
+//! Markdown table with ratios to NGINX and HAProxy, the performance targets
 //! marked met or missed, and the raw samples as JSON.
 
 use std::fmt::Write as _;
