@@ -53,7 +53,9 @@ pub async fn handle(
         Some(i) => i.admit(),
     };
     let served = match &slot {
-        Ok(_) => serve(&proxy, &conn, req, &mut log).await,
+        // Boxed: the request path's state is large, and the future hyper
+        // holds (and on HTTP/2 moves into a task of its own) stays small.
+        Ok(_) => Box::pin(serve(&proxy, &conn, req, &mut log)).await,
         Err(e) => Err(e.clone()),
     };
     let mut rsp = match served {

@@ -13,6 +13,7 @@
 //! before routing, uses [`Forwarded::client`] for rate-limit keys and the
 //! access log, and sets [`Forwarded::header`] on the upstream request.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
@@ -145,8 +146,25 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
     }
 }
 
+/// The address as a header value. Formatting it costs more than the rest
+/// of the request's header work, and a sidecar's peer is nearly always
+/// the same local address, so each thread keeps the last one it made.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::try_from(ip.to_string()).expect("an address is a valid header value")
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match last.as_ref() {
+            Some((cached, value)) if *cached == ip => value.clone(),
+            _ => {
+                let value = HeaderValue::try_from(ip.to_string())
+                    .expect("an address is a valid header value");
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -226,5 +244,13 @@ mod tests {
         assert!(!t.contains(ip("127.0.0.2")));
         assert!(trusted(&["0.0.0.0/0"]).contains(ip("8.8.8.8")));
         assert!(TrustedProxies::from_config(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn address_values_follow_the_address() {
+        for text in ["127.0.0.1", "127.0.0.1", "::1", "10.0.0.2", "127.0.0.1"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_value(ip).to_str().unwrap(), text);
+        }
     }
 }

@@ -401,6 +401,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictIo<T> {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
                 this.ready.advance(n);
+                if this.ready.is_empty() {
+                    // Let go of the buffer the head came in, so an idle
+                    // connection holds none.
+                    this.ready = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             match this.state {
@@ -416,7 +421,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictIo<T> {
                 }
                 _ => {}
             }
-            this.pending.reserve(8 * 1024);
+            // A new head mostly fits in a small buffer, and an idle
+            // connection waits with this one; a long head grows it.
+            let want = if this.pending.is_empty() {
+                1024
+            } else {
+                8 * 1024
+            };
+            this.pending.reserve(want);
             let polled =
                 tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending);
             let read = match polled {

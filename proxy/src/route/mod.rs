@@ -78,8 +78,10 @@ pub struct RouteTable {
 #[derive(Debug, Default)]
 struct HostIndex {
     exact: HashMap<String, Vec<Candidate>>,
-    /// `(suffix with its leading dot, candidates)`, longest first.
-    wildcard: Vec<(String, Vec<Candidate>)>,
+    /// Candidates by wildcard suffix with its leading dot (`*.a.b` is
+    /// `.a.b`); a lookup tries the host's own suffixes, longest first,
+    /// so its cost follows the host's labels, not the number of routes.
+    wildcard: HashMap<String, Vec<Candidate>>,
     any: Vec<Candidate>,
 }
 
@@ -184,11 +186,12 @@ impl RouteTable {
     pub fn find(&self, listener: usize, host: &str, req: &RequestView<'_>) -> Option<Decision<'_>> {
         let index = self.listeners.get(listener)?;
         let exact = index.exact.get(host).into_iter();
-        let wild = index
-            .wildcard
-            .iter()
-            .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, c)| c);
+        // Each dot after the first label starts a suffix a wildcard may
+        // name; the leftmost is the longest, so the most specific wins.
+        let wild = host
+            .match_indices('.')
+            .filter(|&(i, _)| i > 0)
+            .filter_map(|(i, _)| index.wildcard.get(&host[i..]));
         exact
             .chain(wild)
             .chain(std::iter::once(&index.any))
@@ -210,10 +213,11 @@ impl HostIndex {
         for h in hostnames {
             let h = h.to_ascii_lowercase();
             match h.strip_prefix('*') {
-                Some(suffix) => match self.wildcard.iter_mut().find(|(s, _)| s == suffix) {
-                    Some((_, list)) => list.push(c.clone()),
-                    None => self.wildcard.push((suffix.to_string(), vec![c.clone()])),
-                },
+                Some(suffix) => self
+                    .wildcard
+                    .entry(suffix.to_string())
+                    .or_default()
+                    .push(c.clone()),
                 None => self.exact.entry(h).or_default().push(c.clone()),
             }
         }
@@ -228,8 +232,7 @@ impl HostIndex {
         for list in self.exact.values_mut() {
             list.sort_by(by_precedence);
         }
-        self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        for (_, list) in &mut self.wildcard {
+        for list in self.wildcard.values_mut() {
             list.sort_by(by_precedence);
         }
         self.any.sort_by(by_precedence);
@@ -338,5 +341,55 @@ impl RuleEntry {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use http::{HeaderMap, Method};
+
+    use super::*;
+
+    fn table(hosts: &[&str]) -> RouteTable {
+        let mut yaml = String::from("listeners: [{name: l, address: 127.0.0.1:1}]\nroutes:\n");
+        for (i, h) in hosts.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - {{name: r{i}, hostnames: [\"{h}\"], rules: [{{backendRefs: [{{name: b}}]}}]}}\n"
+            ));
+        }
+        yaml.push_str("backends: [{name: b, endpoints: [127.0.0.1:9]}]\n");
+        let config = vakt_api::load_str(&yaml).unwrap();
+        let backends: HashMap<_, _> = config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), crate::backend::Backend::new(b).unwrap()))
+            .collect();
+        RouteTable::build(&config, &["l".into()], &backends, &HashMap::new())
+    }
+
+    fn route<'a>(table: &'a RouteTable, host: &str) -> Option<&'a str> {
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            path: "/",
+            query: None,
+            method: &Method::GET,
+            headers: &headers,
+        };
+        table.find(0, host, &view).map(|d| &*d.rule.route.name)
+    }
+
+    #[test]
+    fn exact_then_longest_wildcard_suffix() {
+        let t = table(&["*.example.com", "*.b.example.com", "a.b.example.com"]);
+        assert_eq!(route(&t, "a.b.example.com"), Some("r2"));
+        assert_eq!(route(&t, "x.b.example.com"), Some("r1"));
+        assert_eq!(route(&t, "x.y.b.example.com"), Some("r1"));
+        assert_eq!(route(&t, "b.example.com"), Some("r0"));
+        assert_eq!(route(&t, "x.example.com"), Some("r0"));
+        assert_eq!(route(&t, "example.com"), None);
+        assert_eq!(route(&t, ".example.com"), None);
+        assert_eq!(route(&t, "x.example.org"), None);
     }
 }

@@ -1,0 +1,13 @@
+//! `mesh-bench`: vakt-proxy side by side with NGINX and HAProxy on
+//! loopback, each proxy on one pinned core in front of the same example
+//! upstream, with the direct path as the floor. [`run`] drives the rounds,
+//! [`load`] is the client, [`procs`] and [`peers`] start the targets,
+//! [`sys`] reads `/proc`, [`report`] and [`chart`] write the results.
+
+pub mod chart;
+pub mod load;
+pub mod peers;
+pub mod procs;
+pub mod report;
+pub mod run;
+pub mod sys;
