@@ -129,6 +129,25 @@ async fn serves(port: u16, body: &str, within: Duration) -> bool {
     }
 }
 
+/// Waits until the proxy's snapshot cache names `endpoint`.
+async fn cached(dir: &Path, endpoint: &str, within: Duration) -> bool {
+    let file = dir.join("cache").join("snapshot.pb");
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        if bytes
+            .windows(endpoint.len())
+            .any(|w| w == endpoint.as_bytes())
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn cli(dir: &Path, cp: u16, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
     let (admin, _) = token_files(dir);
@@ -195,6 +214,9 @@ async fn traffic_follows_applies_and_survives_the_control_plane() {
     );
     assert!(out.status.success());
     assert!(serves(listen, "B", Duration::from_secs(1)).await);
+    // The proxy acks a snapshot once it is on disk, a moment after it
+    // serves it; the restart below must find this one there.
+    assert!(cached(dir.path(), &b.to_string(), Duration::from_secs(10)).await);
 
     // The control plane dies: traffic keeps flowing.
     procs.0[0].kill().unwrap();
