@@ -196,9 +196,17 @@ curl -s -X POST "http://$b2_app/admin/fail"
 chain 12
 metrics
 echo
-echo "== 4. both heal; the breaker lets a probe through after 10 s"
+echo "== 4. both heal; after its 10 s open period the breaker lets a probe through and closes"
+echo "\$ curl -X POST 'http://$b1_app/admin/fail?on=false'  (and B2)"
 curl -s -X POST "http://$b1_app/admin/fail?on=false" >/dev/null
 curl -s -X POST "http://$b2_app/admin/fail?on=false" >/dev/null
+echo "waiting for the breaker of b to close ..."
+for _ in $(seq 1 30); do
+  curl -s -H "host: a" "http://$edge/chain" | grep -q fallback || break
+  sleep 0.5
+done
+chain 8
+metrics
 echo
 echo "== where to look"
 echo "metrics:  edge http://$edge_admin/metrics   A http://$a_admin/metrics"
@@ -212,5 +220,5 @@ if [ -n "$exit_after" ]; then
   exit 0
 fi
 echo
-echo "running; Ctrl-C stops everything (the breaker's next probe is in 10 s)"
+echo "running; Ctrl-C stops everything"
 wait

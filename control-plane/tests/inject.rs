@@ -154,6 +154,21 @@ fn each_refusal_names_its_reason_and_writes_nothing() {
     }
 }
 
+#[test]
+fn refusals_count_documents_from_one_and_place_them_by_line() {
+    let text = "kind: Service\nmetadata: {name: a}\n---\nkind: Pod\nspec: [\n\
+                ---\n# the third\nkind: Pod\nmetadata: {name: p}\nspec: {}\n";
+    let err = match transform(text, Mode::Inject, &InjectOptions::default()) {
+        Ok(out) => panic!("not refused, wrote:\n{}", out.text),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("document 2 (from line 3): not valid YAML"),
+        "{err}"
+    );
+    assert!(err.contains("document 3, Pod/p: refused"), "{err}");
+}
+
 fn run(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vakt-control"))
         .args(args)

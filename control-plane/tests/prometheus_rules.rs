@@ -14,6 +14,23 @@ fn the_local_scrape_config_is_valid() {
     assert!(text(&out).contains("2 rule files found"), "{}", text(&out));
 }
 
+/// Every admin listener `deploy/demo.sh` starts (`NAME_admin=$lo:$((base
+/// + N))`, base 16000) is a target of the local scrape config.
+#[test]
+fn the_local_scrape_config_names_the_demo_proxies() {
+    let root = deploy_dir().join("../..");
+    let demo = std::fs::read_to_string(root.join("deploy/demo.sh")).unwrap();
+    let config = std::fs::read_to_string(deploy_dir().join("prometheus.yml")).unwrap();
+    let mut seen = 0;
+    for part in demo.split("_admin=$lo:$((base + ").skip(1) {
+        let offset: u16 = part.split(')').next().unwrap().trim().parse().unwrap();
+        let target = format!("127.0.0.1:{}", 16000 + offset);
+        assert!(config.contains(&target), "{target} is not scraped");
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "the demo's admin listeners were not found");
+}
+
 /// Debian builds Prometheus without the Kubernetes discovery; with such a
 /// build the job is checked with static targets in its place, so its
 /// relabelling rules still go through promtool.

@@ -74,6 +74,14 @@ fn demo_walks_through_the_mesh_and_stops_everything() {
         !section(&stdout, "== 2.", "== 3.").contains("vakt_ejections_total{backend=\"b\"} 0"),
         "B1 was not ejected:\n{step2}"
     );
+    // Once both heal, the breaker closes and B answers again.
+    let step4 = section(&stdout, "== 4.", "== where");
+    assert!(step4.contains("a -> b2 (200)"), "{step4}");
+    assert!(!step4.contains("a -> fallback"), "{step4}");
+    assert!(
+        step4.contains("vakt_breaker_state{backend=\"b\"} 0"),
+        "{step4}"
+    );
     let nodes = section(&stdout, "get nodes", "stopped:");
     for node in ["edge ", "a ", "b1 ", "b2 "] {
         assert!(

@@ -2,7 +2,8 @@
 //! straight to the listener keeps the listener's address as original
 //! destination, so a backend claiming that address stands for a service
 //! address. HTTP is routed by host first, then by that address; opaque
-//! ports and silent clients are proxied as TCP; a connection nothing
+//! ports and silent clients are proxied as TCP, a slow request line is
+//! still HTTP; a connection nothing
 //! claims is closed, since the proxy never connects to itself.
 
 use std::net::SocketAddr;
@@ -114,6 +115,23 @@ async fn outbound_http_tcp_and_unclaimed_connections() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"GET / HTTP/1.1\r\n");
+
+    // A request line begun and left past the detect timeout is still
+    // HTTP: the framing checks refuse this request instead of the echo
+    // backend getting its bytes.
+    let mut smuggle = TcpStream::connect(proxy.addr("slow")).await.unwrap();
+    smuggle.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rest = "OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\
+                Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    smuggle.write_all(rest.as_bytes()).await.unwrap();
+    let mut rsp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), smuggle.read_to_end(&mut rsp))
+        .await
+        .unwrap()
+        .unwrap();
+    let rsp = String::from_utf8_lossy(&rsp);
+    assert!(rsp.starts_with("HTTP/1.1 400"), "{rsp}");
 
     // Nothing claims these destinations, and they were not redirected.
     let unclaimed = TcpStream::connect(proxy.addr("unclaimed")).await.unwrap();

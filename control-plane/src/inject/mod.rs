@@ -79,8 +79,14 @@ pub enum Refusal {
 /// What stops a stream from being rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("document {doc}: not valid YAML: {reason}")]
-    Yaml { doc: usize, reason: String },
+    /// `line` is where the document starts in the stream; the line
+    /// numbers inside `reason` count from there.
+    #[error("document {doc} (from line {line}): not valid YAML: {reason}")]
+    Yaml {
+        doc: usize,
+        line: usize,
+        reason: String,
+    },
     #[error("{at}: refused: {reason}")]
     Refused { at: String, reason: Refusal },
     #[error("document {doc}: cannot write YAML: {reason}")]
@@ -100,7 +106,8 @@ impl fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-/// Rewrites a YAML stream. Documents are numbered from 0 in messages.
+/// Rewrites a YAML stream. Documents are numbered from 1 in messages, as
+/// lines are.
 pub fn transform(text: &str, mode: Mode, opts: &InjectOptions) -> Result<Output, Failed> {
     let mut job = Job {
         mode,
@@ -109,7 +116,10 @@ pub fn transform(text: &str, mode: Mode, opts: &InjectOptions) -> Result<Output,
         errors: Vec::new(),
     };
     let mut out = String::with_capacity(text.len() * 2);
+    let mut line = 1;
     for (i, doc) in stream::split(text).iter().enumerate() {
+        let (n, first_line) = (i + 1, line);
+        line += doc.line_count();
         if doc.is_blank() {
             doc.write_original(&mut out);
             continue;
@@ -117,14 +127,18 @@ pub fn transform(text: &str, mode: Mode, opts: &InjectOptions) -> Result<Output,
         let mut tree = match stream::parse(&doc.source()) {
             Ok(tree) => tree,
             Err(reason) => {
-                job.errors.push(InjectError::Yaml { doc: i, reason });
+                job.errors.push(InjectError::Yaml {
+                    doc: n,
+                    line: first_line,
+                    reason,
+                });
                 continue;
             }
         };
-        if !job.visit(&mut tree, &format!("document {i}")) {
+        if !job.visit(&mut tree, &format!("document {n}")) {
             doc.write_original(&mut out);
         } else if let Err(reason) = doc.write_tree(&tree, &mut out) {
-            job.errors.push(InjectError::Write { doc: i, reason });
+            job.errors.push(InjectError::Write { doc: n, reason });
         }
     }
     match job.errors.is_empty() {

@@ -32,6 +32,12 @@ impl<'a> Document<'a> {
         })
     }
 
+    /// How many lines of the stream it takes, its marker included.
+    pub fn line_count(&self) -> usize {
+        let text = [self.marker, self.body];
+        text.iter().map(|t| t.split_inclusive('\n').count()).sum()
+    }
+
     /// Writes the document unchanged.
     pub fn write_original(&self, out: &mut String) {
         out.push_str(self.marker);

@@ -6,8 +6,11 @@
 //! Detection reads until the bytes decide, at most [`MAX_DETECT_BYTES`],
 //! and gives up at the listener's detect timeout: a client that says
 //! nothing first (a server-first protocol on a port not listed as
-//! opaque) is then treated as TCP. The bytes read are replayed to
-//! whatever handles the connection.
+//! opaque) is then treated as TCP. A client that stopped partway through
+//! what can still be an HTTP/1 request line or the HTTP/2 preface is
+//! served as HTTP, so sending the first bytes slowly cannot turn a request
+//! into opaque bytes that skip the request checks. The bytes read are
+//! replayed to whatever handles the connection.
 
 use std::time::Duration;
 
@@ -62,7 +65,7 @@ where
         match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return (Detected::Tcp, Ended::Closed),
             Ok(Ok(_)) => {}
-            Err(_) => return (Detected::Tcp, Ended::Timeout),
+            Err(_) => return (cut_short(buf), Ended::Timeout),
         }
     }
 }
@@ -85,6 +88,18 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
         Line::Complete => Some(Detected::Http1),
         Line::Partial => None,
         Line::Not => Some(Detected::Tcp),
+    }
+}
+
+/// What the bytes read before the timeout are served as: HTTP when they
+/// can still start a request line or the HTTP/2 preface, else TCP.
+fn cut_short(buf: &[u8]) -> Detected {
+    if buf.len() > 4 && H2_PREFACE.starts_with(buf) {
+        return Detected::Http2;
+    }
+    match !buf.is_empty() && matches!(request_line(buf), Line::Partial) {
+        true => Detected::Http1,
+        false => Detected::Tcp,
     }
 }
 

@@ -106,26 +106,49 @@ async fn a_silent_client_is_tcp_after_the_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_first_byte_past_the_timeout_is_tcp() {
+async fn a_slow_first_byte_past_the_timeout_is_http() {
     let (mut client, mut server) = tokio::io::duplex(1024);
+    client.write_all(b"P").await.unwrap();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = client.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+        let _ = client.write_all(b"OST / HTTP/1.1\r\n\r\n").await;
         client
     });
     let mut buf = Vec::new();
     let got = detect(&mut server, &mut buf, Duration::from_secs(1)).await;
-    assert_eq!(got, (Detected::Tcp, Ended::Timeout));
+    assert_eq!(got, (Detected::Http1, Ended::Timeout));
+    assert_eq!(buf, b"P");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_request_line_cut_by_the_timeout_is_tcp_with_its_bytes_kept() {
+async fn a_request_line_cut_by_the_timeout_is_http_with_its_bytes_kept() {
     let (mut client, mut server) = tokio::io::duplex(1024);
     client.write_all(b"GET /slow").await.unwrap();
     let mut buf = Vec::new();
     let got = detect(&mut server, &mut buf, Duration::from_secs(1)).await;
-    assert_eq!(got, (Detected::Tcp, Ended::Timeout));
+    assert_eq!(got, (Detected::Http1, Ended::Timeout));
     assert_eq!(buf, b"GET /slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_preface_cut_by_the_timeout_is_http2() {
+    let (mut client, mut server) = tokio::io::duplex(1024);
+    client.write_all(b"PRI * HTTP/2").await.unwrap();
+    let mut buf = Vec::new();
+    let got = detect(&mut server, &mut buf, Duration::from_secs(1)).await;
+    assert_eq!(got, (Detected::Http2, Ended::Timeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_hello_cut_by_the_timeout_is_tcp() {
+    for first in [&HELLO[..1], &HELLO[..3], &HELLO[..5]] {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(first).await.unwrap();
+        let mut buf = Vec::new();
+        let got = detect(&mut server, &mut buf, Duration::from_secs(1)).await;
+        assert_eq!(got, (Detected::Tcp, Ended::Timeout), "{first:?}");
+        drop(client);
+    }
 }
 
 #[tokio::test]
