@@ -115,7 +115,7 @@ pub async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
 /// Runs an operator command, printing its result.
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve(opts) => crate::server::start(opts).await?.wait().await,
+        Command::Serve(opts) => crate::server::start(opts).await?.wait_for_signal().await,
         Command::Stat(opts) => crate::stat::run(opts).await,
         Command::Apply { file, client } => apply(&file, &client).await,
         Command::Get {

@@ -106,6 +106,23 @@ impl Running {
         self.task.await??;
         Ok(())
     }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down; proxies keep
+    /// their last snapshot and reconnect when a replica is back.
+    pub async fn wait_for_signal(mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let signal = tokio::select! {
+            served = &mut self.task => return Ok(served??),
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal, "stopping");
+        self.shutdown().await;
+        Ok(())
+    }
 }
 
 /// Opens the store, binds the listener and starts serving.
