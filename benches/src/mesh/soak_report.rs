@@ -35,6 +35,9 @@ pub struct Summary {
     pub flat: bool,
     pub requests: u64,
     pub errors: u64,
+    /// Requests answered per second of wall time; below the rate when
+    /// the client fell behind its schedule.
+    pub delivered_rps: f64,
     /// Median and highest p99 over the windows, microseconds.
     pub p99_median_us: f64,
     pub p99_max_us: f64,
@@ -90,6 +93,8 @@ impl Soak {
             flat: xy.len() >= 2 && slope_kib_per_min < flat_below_kib_per_min,
             requests: self.windows.iter().map(|w| w.requests).sum(),
             errors: self.windows.iter().map(|w| w.errors).sum(),
+            delivered_rps: self.windows.iter().map(|w| w.requests).sum::<u64>() as f64
+                / self.windows.last().map_or(1.0, |w| w.end_s.max(1e-3)),
             p99_median_us: p99.get(p99.len() / 2).copied().unwrap_or(0.0),
             p99_max_us: p99.last().copied().unwrap_or(0.0),
             cpu_mean_pct: cpu / self.points.len() as f64,
@@ -168,6 +173,10 @@ impl Soak {
             (
                 "requests / errors",
                 format!("{} / {}", s.requests, s.errors),
+            ),
+            (
+                "req/s delivered (requests over wall time)",
+                format!("{:.0}", s.delivered_rps),
             ),
             (
                 "p99 per window, median / max, ms",
