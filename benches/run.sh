@@ -5,6 +5,9 @@
 #   benches/run.sh                 # full run, release build (~15 minutes)
 #   benches/run.sh --smoke         # seconds long, debug build: proves it works
 #   benches/run.sh --rounds 5 --duration 10 --out /tmp/results
+#   benches/run.sh --soak          # vakt-proxy alone, 10 minutes at half
+#                                  # its saturating rate: soak.md, .json, .svg
+#   benches/run.sh --soak --soak-seconds 120 --soak-rate 5000
 #
 # Needs nginx and haproxy (apt-get install nginx haproxy). Results go to
 # benches/results/ unless --out says otherwise.

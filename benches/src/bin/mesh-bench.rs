@@ -18,6 +18,7 @@ use vakt_benches::mesh::load::{self, Proto, Spec};
 use vakt_benches::mesh::procs::{self, Paths};
 use vakt_benches::mesh::report::Report;
 use vakt_benches::mesh::run::{self, Memory, Plan, WORKLOADS};
+use vakt_benches::mesh::soak::{self, SoakPlan};
 use vakt_benches::mesh::{chart, sys};
 
 /// Set in the re-run pinned to the client core.
@@ -49,6 +50,18 @@ struct Args {
     /// Address for `--drive`.
     #[arg(long)]
     target: Option<std::net::SocketAddr>,
+    /// Run only the soak: vakt-proxy (guards on) at half its saturating
+    /// HTTP/1.1 rate, open-loop, its RSS read every 5 s; writes soak.md,
+    /// soak.json and soak.svg. `--smoke` runs a 3 s soak after the loads.
+    #[arg(long)]
+    soak: bool,
+    /// Seconds of the soak (default 600; smoke 3).
+    #[arg(long)]
+    soak_seconds: Option<f64>,
+    /// Open-loop rate of the soak in req/s (default: half the saturating
+    /// rate a short closed-loop run finds).
+    #[arg(long)]
+    soak_rate: Option<u64>,
     /// Folder holding vakt-proxy and vakt-example (default: beside this
     /// binary).
     #[arg(long)]
@@ -125,17 +138,32 @@ fn plan(args: &Args) -> Plan {
     plan
 }
 
+fn soak_plan(args: &Args) -> SoakPlan {
+    let mut plan = if args.smoke {
+        SoakPlan::smoke()
+    } else {
+        SoakPlan::full()
+    };
+    if let Some(s) = args.soak_seconds {
+        plan.duration = std::time::Duration::from_secs_f64(s.max(0.1));
+    }
+    plan.rate = args.soak_rate;
+    plan
+}
+
 async fn bench(args: Args, plan: Plan) -> anyhow::Result<()> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = match args.bin_dir {
+    let bin_dir = match args.bin_dir.clone() {
         Some(d) => d,
         None => std::env::current_exe()?
             .parent()
             .context("binary folder")?
             .to_owned(),
     };
-    let out = args.out.unwrap_or_else(|| manifest.join("results"));
+    let out = args.out.clone().unwrap_or_else(|| manifest.join("results"));
     std::fs::create_dir_all(&out)?;
+    let soak_plan = soak_plan(&args);
+    let cpus = (plan.proxy_cpu, plan.client_cpu);
     let nofile = sys::raise_nofile(plan.idle_conns as u64 * 2 + 2_000);
     anyhow::ensure!(
         nofile as usize > plan.idle_conns + 100,
@@ -149,6 +177,9 @@ async fn bench(args: Args, plan: Plan) -> anyhow::Result<()> {
         configs: manifest.join("config"),
         tmp: tmp.path().to_owned(),
     };
+    if args.soak {
+        return soak_only(&paths, soak_plan, cpus, &out).await;
+    }
     let (upstream, targets) = run::start(&paths, &plan).await?;
     let mut memory: Vec<Memory> = targets
         .iter()
@@ -179,6 +210,12 @@ async fn bench(args: Args, plan: Plan) -> anyhow::Result<()> {
     run::idle_memory(&plan, &targets, &mut memory).await?;
     drop(targets);
     drop(upstream);
+    let soak = if args.smoke {
+        eprintln!("soak");
+        Some(soak::run(&paths, soak_plan, cpus).await?)
+    } else {
+        None
+    };
 
     let report = Report {
         command: command(),
@@ -188,6 +225,7 @@ async fn bench(args: Args, plan: Plan) -> anyhow::Result<()> {
         plan,
         samples,
         memory,
+        soak,
     };
     std::fs::write(out.join("report.md"), report.markdown())?;
     std::fs::write(
@@ -195,7 +233,41 @@ async fn bench(args: Args, plan: Plan) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     chart::draw(&report, &out.join("latency.svg"))?;
+    if let Some(soak) = &report.soak {
+        chart::draw_soak(soak, &out.join("soak.svg"))?;
+    }
     print!("{}", report.markdown());
+    eprintln!("results in {}", out.display());
+    Ok(())
+}
+
+/// Runs the soak alone and writes soak.md, soak.json and soak.svg.
+async fn soak_only(
+    paths: &Paths,
+    plan: SoakPlan,
+    cpus: (usize, usize),
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let soak = soak::run(paths, plan, cpus).await?;
+    let (command, finished) = (command(), utc_now());
+    let (machine, versions) = (sys::machine(), versions(paths));
+    let md = format!(
+        "Command: `{command}`  \nFinished {finished} on {machine}  \n{}  \n\n{}",
+        versions.join(" · "),
+        soak.markdown()
+    );
+    let json = serde_json::json!({
+        "command": command,
+        "finished": finished,
+        "machine": machine,
+        "versions": versions,
+        "summary": soak.summary(),
+        "soak": soak,
+    });
+    std::fs::write(out.join("soak.md"), &md)?;
+    std::fs::write(out.join("soak.json"), serde_json::to_string_pretty(&json)?)?;
+    chart::draw_soak(&soak, &out.join("soak.svg"))?;
+    print!("{md}");
     eprintln!("results in {}", out.display());
     Ok(())
 }

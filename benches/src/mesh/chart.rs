@@ -85,3 +85,37 @@ fn panel(
         .draw()?;
     Ok(())
 }
+
+/// Writes the soak's RSS over time to `file`, with the warm-up shaded.
+pub fn draw_soak(soak: &super::soak::Soak, file: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(file, (960, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let points: Vec<(f64, f64)> = soak
+        .points
+        .iter()
+        .map(|p| (p.t_s / 60.0, p.rss_kib as f64 / 1024.0))
+        .collect();
+    let right = (soak.plan.duration.as_secs_f64() / 60.0).max(1e-3);
+    let top = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.2;
+    let title = format!("vakt-proxy RSS at {} req/s, HTTP/1.1 open loop", soak.rate);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..right, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc("RSS, MiB")
+        .draw()?;
+    let warm = soak.warmup_s() / 60.0;
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(0.0, 0.0), (warm, top)],
+        RGBColor(230, 230, 230).filled(),
+    )))?;
+    let red = RGBColor(214, 39, 40);
+    chart.draw_series(LineSeries::new(points, red.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
+}

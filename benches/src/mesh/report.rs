@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::run::{Memory, Plan, Sample, TARGETS, WORKLOADS};
+use super::soak::Soak;
 
 /// Everything a run measured and how.
 #[derive(Debug, Serialize)]
@@ -19,6 +20,8 @@ pub struct Report {
     pub plan: Plan,
     pub samples: Vec<Sample>,
     pub memory: Vec<Memory>,
+    /// The soak, when this run held one (`--smoke` holds a short one).
+    pub soak: Option<Soak>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -108,6 +111,10 @@ impl Report {
         self.table(&mut md);
         md.push('\n');
         self.targets(&mut md);
+        if let Some(soak) = &self.soak {
+            md.push_str("\n### Soak\n\n");
+            md.push_str(&soak.markdown());
+        }
         md
     }
 
@@ -255,7 +262,13 @@ impl Report {
             None,
             true,
         );
-        md.push_str("| RSS flat over a 10-minute soak at half the saturating rate | – | – | – | not measured by this harness |\n");
+        match &self.soak {
+            Some(soak) => md.push_str(&soak.verdict_row()),
+            None => md.push_str(
+                "| RSS flat over a 10-minute soak at half the saturating rate | – | – | – | \
+                 not in this run: `benches/run.sh --soak` writes soak.md |\n",
+            ),
+        }
     }
 }
 
