@@ -10,7 +10,10 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs: a build directory shared by two checkouts
+    // may run a script compiled in the other one.
+    let root =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR unset")?);
     for p in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }

@@ -115,7 +115,13 @@ pub async fn connect(opts: &ClientOptions) -> anyhow::Result<Client> {
 /// Runs an operator command, printing its result.
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve(opts) => crate::server::start(opts).await?.wait_for_signal().await,
+        Command::Serve(opts) => {
+            let stop = crate::server::StopSignals::install()?;
+            crate::server::start(opts)
+                .await?
+                .wait_for_signal(stop)
+                .await
+        }
         Command::Stat(opts) => crate::stat::run(opts).await,
         Command::Apply { file, client } => apply(&file, &client).await,
         Command::Get {

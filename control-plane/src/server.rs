@@ -109,19 +109,38 @@ impl Running {
 
     /// Serves until SIGINT or SIGTERM, then shuts down; proxies keep
     /// their last snapshot and reconnect when a replica is back.
-    pub async fn wait_for_signal(mut self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    pub async fn wait_for_signal(mut self, mut stop: StopSignals) -> anyhow::Result<()> {
         let signal = tokio::select! {
             served = &mut self.task => return Ok(served??),
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            signal = stop.recv() => signal,
         };
         tracing::info!(signal, "stopping");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is made (before the
+/// listener binds, so none is lost to the default action).
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
