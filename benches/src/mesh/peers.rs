@@ -1,7 +1,8 @@
 //! NGINX and HAProxy configs: one worker or thread each, keep-alive to
-//! the example upstream on both sides, logs off, fd limits high enough (within a hard limit of 20,000)
-//! for 10,000 idle client connections. gRPC goes to the upstream over
-//! h2c; everything else over HTTP/1.1, as a sidecar would send it.
+//! the example upstream on both sides, logs off, and file-descriptor
+//! limits high enough (within a hard limit of 20,000) for 10,000 idle
+//! client connections. gRPC goes to the upstream over h2c; everything
+//! else over HTTP/1.1, as a sidecar would send it.
 
 use std::path::Path;
 
