@@ -3,8 +3,8 @@
 //! commands run inside it, and async code run on a thread that entered
 //! it, so its sockets and the processes it spawns live there.
 //!
-//! Creating one needs root; [`available`] says whether a test can, and
-//! makes the test fail instead of skipping under `VAKT_REQUIRE_NETNS=1`.
+//! Creating one needs root; [`crate::lab::available`] says whether a test
+//! can, and makes it fail instead of skipping under `VAKT_REQUIRE_NETNS=1`.
 
 use std::future::Future;
 use std::process::Command;
@@ -25,34 +25,6 @@ pub enum NetnsError {
 /// A network namespace, deleted on drop.
 pub struct Netns {
     name: String,
-}
-
-/// Whether this process may create namespaces (root, with `ip` and
-/// `iptables` installed). When not, prints why the calling test is
-/// skipped, or panics when `VAKT_REQUIRE_NETNS=1` says it must run.
-pub fn available() -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("not running as root")
-    } else if !tool_runs("ip", &["-V"]) {
-        Some("`ip` (iproute2) is not installed")
-    } else if !tool_runs("iptables", &["--version"]) {
-        Some("`iptables` is not installed")
-    } else {
-        None
-    };
-    let Some(why) = why else { return true };
-    if std::env::var("VAKT_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("network namespace test cannot run: {why}, and VAKT_REQUIRE_NETNS=1");
-    }
-    eprintln!("skipped: network namespace test needs root, ip and iptables: {why}");
-    false
-}
-
-fn tool_runs(tool: &str, args: &[&str]) -> bool {
-    Command::new(tool)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), NetnsError> {

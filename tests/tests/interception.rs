@@ -213,7 +213,7 @@ async fn scenario() {
 
 #[test]
 fn redirected_connections_go_where_they_were_going() {
-    if !netns::available() {
+    if !vakt_tests::lab::available("redirected connections") {
         return;
     }
     let ns = Netns::create().unwrap();
@@ -305,7 +305,7 @@ async fn sidecar_scenario() {
 
 #[test]
 fn the_sidecar_role_passes_traffic_through_without_a_control_plane() {
-    if !netns::available() {
+    if !vakt_tests::lab::available("sidecar role in a namespace") {
         return;
     }
     let ns = Netns::create().unwrap();
