@@ -17,6 +17,21 @@ use std::time::Duration;
 /// Environment variable that turns "not root, skipped" into a failure.
 pub const REQUIRE_ENV: &str = "VAKT_REQUIRE_NETNS";
 
+/// The flags a pod's init step passes to `vakt-iptables`: the sidecar's
+/// ports and UID, admin port left alone.
+pub const INIT_FLAGS: [&str; 10] = [
+    "--proxy-uid",
+    "1717",
+    "--outbound-port",
+    "17001",
+    "--inbound-port",
+    "17006",
+    "--inbound-ports-to-ignore",
+    "17000",
+    "--outbound-ports-to-ignore",
+    "",
+];
+
 /// Why a lab step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

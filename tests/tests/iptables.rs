@@ -75,19 +75,10 @@ fn rules_are_idempotent_redirect_the_app_and_clean_up() {
     }
     let lab = pod("vkipt1");
     let s = script();
-    let flags = [
-        s.as_str(),
-        "--proxy-uid",
-        "1717",
-        "--outbound-port",
-        "17001",
-        "--inbound-port",
-        "17006",
-        "--inbound-ports-to-ignore",
-        "17000",
-        "--outbound-ports-to-ignore",
-        "",
-    ];
+    let flags: Vec<&str> = [s.as_str()]
+        .into_iter()
+        .chain(vakt_tests::lab::INIT_FLAGS)
+        .collect();
     let first = lab.exec("pod", &flags).expect("first run");
     let printed = String::from_utf8_lossy(&first.stdout);
     assert!(printed.contains("-A VAKT_REDIRECT -p tcp -j REDIRECT --to-ports 17001"));

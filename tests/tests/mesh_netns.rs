@@ -180,19 +180,10 @@ impl Mesh {
         let ns = format!("pod-{pod}");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/iptables/vakt-iptables");
         let script = script.to_string_lossy().into_owned();
-        let init = [
-            script.as_str(),
-            "--proxy-uid",
-            "1717",
-            "--outbound-port",
-            "17001",
-            "--inbound-port",
-            "17006",
-            "--inbound-ports-to-ignore",
-            "17000",
-            "--outbound-ports-to-ignore",
-            "",
-        ];
+        let init: Vec<&str> = [script.as_str()]
+            .into_iter()
+            .chain(vakt_tests::lab::INIT_FLAGS)
+            .collect();
         if let Err(e) = self.lab.exec(&ns, &init) {
             self.fail(&format!("vakt-iptables in {ns}: {e}"));
         }
