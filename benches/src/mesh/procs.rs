@@ -176,14 +176,7 @@ pub async fn nginx(paths: &Paths, cpu: usize) -> anyhow::Result<Running> {
     let prefix = dir.to_string_lossy().into_owned();
     let conf = conf.to_string_lossy().into_owned();
     let nginx = which("nginx")?;
-    let check = Command::new(&nginx)
-        .args(["-t", "-q", "-p", &prefix, "-c", &conf])
-        .output()?;
-    anyhow::ensure!(
-        check.status.success(),
-        "nginx config rejected: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    check_config("nginx", &nginx, &["-t", "-q", "-p", &prefix, "-c", &conf])?;
     let mut run = spawn(
         "nginx",
         cpu,
@@ -201,14 +194,7 @@ pub async fn haproxy(paths: &Paths, cpu: usize) -> anyhow::Result<Running> {
     std::fs::write(&conf, super::peers::haproxy_conf(super::sys::nofile()))?;
     let conf = conf.to_string_lossy().into_owned();
     let haproxy = which("haproxy")?;
-    let check = Command::new(&haproxy)
-        .args(["-c", "-q", "-f", &conf])
-        .output()?;
-    anyhow::ensure!(
-        check.status.success(),
-        "haproxy config rejected: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    check_config("haproxy", &haproxy, &["-c", "-q", "-f", &conf])?;
     let mut run = spawn(
         "haproxy",
         cpu,
@@ -221,6 +207,17 @@ pub async fn haproxy(paths: &Paths, cpu: usize) -> anyhow::Result<Running> {
 }
 
 /// Finds `name` on `PATH` or in the sbin folders Debian installs to.
+/// Runs a peer's own config check; its complaint becomes the error.
+fn check_config(name: &str, program: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let check = Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        check.status.success(),
+        "{name} config rejected: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Ok(())
+}
+
 pub fn which(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')

@@ -88,13 +88,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
         _ => {}
     }
     if shared.failing.load(Ordering::Relaxed) {
-        let body = format!("failure injected by {name}\n");
-        return respond(
-            shared,
-            shared.config.failure_status,
-            full(body),
-            "text/plain",
-        );
+        return injected_failure(shared);
     }
 
     let knobs = knobs(req.uri().query());
@@ -104,13 +98,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<BoxBody>) -> Response<B
     }
     let fail_rate = knobs.fail_rate.unwrap_or(shared.config.failure_rate);
     if fail_rate > 0.0 && fastrand::f64() < fail_rate {
-        let body = format!("failure injected by {name}\n");
-        return respond(
-            shared,
-            shared.config.failure_status,
-            full(body),
-            "text/plain",
-        );
+        return injected_failure(shared);
     }
 
     if req.uri().path() == "/chain" {
@@ -142,6 +130,17 @@ async fn chain(shared: &Shared) -> Response<BoxBody> {
     let mut resp = respond(shared, status, full(body), "text/plain");
     resp.headers_mut().insert(super::CHAIN_STATUS, code);
     resp
+}
+
+/// The answer of a request chosen to fail.
+fn injected_failure(shared: &Shared) -> Response<BoxBody> {
+    let body = format!("failure injected by {}\n", shared.config.name);
+    respond(
+        shared,
+        shared.config.failure_status,
+        full(body),
+        "text/plain",
+    )
 }
 
 fn health(shared: &Shared) -> Response<BoxBody> {
